@@ -1,0 +1,1 @@
+"""Running a job: config schema and loader, training loop, checkpointing, entry points."""

@@ -1,0 +1,1 @@
+"""Offline commands: dataset conversion, benchmarks, plots, inspection."""
