@@ -4,18 +4,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+# The two documented settings (docs/dassdp.md, "Presets"); a preset only fills the keys left unset (null).
+PRESETS: dict[str, dict[str, object]] = {
+    "code": {"latency": "last", "a_minus": 5e-4},  # the authors' public code (the paper's numbers)
+    "paper": {"latency": "first", "a_minus": 1e-4},  # the paper's text
+}
+
 
 @dataclass
 class DASSDPConfig:
-    """DA-SSDP hyperparameters; defaults reproduce the authors' code (see README, presets)."""
+    """DA-SSDP hyperparameters; defaults reproduce the authors' code (see docs/dassdp.md, presets)."""
 
     enabled: bool = False
+    preset: Literal["code", "paper"] = "code"  # fills latency/a_minus when they are null: code or paper
     warmup_epochs: int = 100  # epochs that only record gate statistics
     warmup_steps: int | None = None  # overrides warmup_epochs when set (short runs)
     a_plus: float = 1.5e-3
-    a_minus: float = 5e-4  # "A_baseline" in the authors' code; the paper's text says 1e-4
+    a_minus: float | None = None  # null = from preset (code 5e-4, paper 1e-4); "A_baseline" in the code
     sigma: float = 1.0  # width of the Gaussian latency window, in time steps
     gate_clip: tuple[float, float] = (0.0, 2.0)
     dw_clip: float = 1.0
-    latency: Literal["last", "first"] = "last"  # authors' code: last spike; paper text: first spike
+    latency: Literal["last", "first"] | None = None  # null = from preset (code: last spike, paper: first)
     sites: list[str] = field(default_factory=lambda: ["classifier", "first_last_stage_dssa"])
+
+    def __post_init__(self) -> None:
+        for key, value in PRESETS[self.preset].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
