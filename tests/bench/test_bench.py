@@ -1,0 +1,115 @@
+"""dassdp-bench: the harness (interleaving, ratios, memory), the photo data, the CLI and its JSON shape."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from tools.bench import cli, report
+from tools.bench.harness import Bench, PeakMemory
+from tools.bench.photos import build_tree
+
+
+def test_compare_interleaves_warms_up_and_reports_ratios():
+    calls = []
+    cost = {"a": 2.0, "b": 1.0}
+
+    def make(name):
+        def run():
+            calls.append(name)
+            return cost[name] * 1000  # items
+        return run
+
+    bench = Bench("unit")
+    samples = bench.compare({"a": make("a"), "b": make("b")}, metric="items_per_s", unit="items/s",
+                            warmup=2, repeats=3, baseline="b")
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3  # warm-up first, then A B A B A B
+    assert [r["case"] for r in bench.results] == ["a", "b"]
+    rec = bench.results[0]
+    assert rec["repeats"] == 3 and rec["min"] <= rec["median"] <= rec["max"]
+    assert rec["samples"] == samples["a"]
+    (ratio,) = bench.ratios
+    assert (ratio["a"], ratio["b"], ratio["metric"]) == ("a", "b", "items_per_s")
+    per_round = sorted(x / y for x, y in zip(samples["a"], samples["b"]))
+    assert ratio["median"] == pytest.approx(per_round[1])
+
+
+def test_peak_memory_sees_a_temporary_tensor():
+    with PeakMemory("cpu") as pm:
+        x = torch.ones(10 * 2**20 // 4)  # 10 MiB
+        y = x * 2
+        del x, y
+    assert 19.5 <= pm.mib <= 25
+    with PeakMemory("cpu") as small:
+        torch.ones(16)
+    assert small.mib < 0.1
+
+
+def test_photo_tree_is_real_jpegs_at_imagenet_size_and_cached(tmp_path):
+    root = build_tree(tmp_path / "photos", 24, 10, seed=1)
+    files = sorted((root / "train").rglob("*.jpg"))
+    assert len(files) == 24 and len(list((root / "val").rglob("*.jpg"))) == 10
+    assert len({f.parent.name for f in files}) == 10  # one class per source photo
+    for f in files[:6]:
+        img = Image.open(f)
+        assert img.format == "JPEG" and img.mode == "RGB" and img.size in ((500, 375), (375, 500))
+    mtime = files[0].stat().st_mtime_ns
+    build_tree(tmp_path / "photos", 24, 10, seed=1)
+    assert files[0].stat().st_mtime_ns == mtime  # reused, not rewritten
+
+
+def test_set_overrides_are_typed_and_unknown_keys_rejected():
+    s = cli.settings_for("loaders", True, ["images=100", "cases=torchvision,ffcv"])
+    assert s["images"] == 100 and s["cases"] == ["torchvision", "ffcv"]
+    with pytest.raises(SystemExit, match="not a setting of mode loaders"):
+        cli.settings_for("loaders", True, ["imagez=100"])
+    with pytest.raises(SystemExit, match="images=lots"):
+        cli.settings_for("loaders", True, ["images=lots"])
+
+
+def test_validate_rejects_a_record_without_its_keys():
+    doc = {"schema": 1, "environment": {}, "settings": {}, "ratios": [],
+           "results": [{"mode": "m", "case": "c", "metric": "x", "unit": "u", "min": 1, "median": 1}]}
+    with pytest.raises(ValueError, match="max"):
+        report.validate(doc)
+
+
+def _check_shape(doc: dict, mode: str) -> None:
+    report.validate(doc)
+    env = doc["environment"]
+    assert env["hardware"]["usable_cores"] >= 1
+    assert env["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert "commit" in env["git"] and env["threads"]["torch_intra_op"] >= 1
+    assert mode in doc["settings"]
+    for r in doc["results"]:
+        assert r["mode"] == mode and r["min"] <= r["median"] <= r["max"]
+
+
+def test_cli_loaders_writes_json_and_charts(tmp_path):
+    out = tmp_path / "out" / "loaders.json"
+    rc = cli.main(["loaders", "--quick", "--json", str(out), "--cache", str(tmp_path / "cache"),
+                   "--set", "images=128", "--set", "val_images=10", "--set", "repeats=2", "--set", "warmup=1",
+                   "--set", "cases=torchvision"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    _check_shape(doc, "loaders")
+    (rec,) = doc["results"]
+    assert rec["case"] == "torchvision" and rec["unit"] == "images/s" and rec["repeats"] == 2
+    assert doc["settings"]["loaders"]["images"] == 128
+    assert doc["charts"] and all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in doc["charts"])
+
+
+def test_cli_dassdp_dw_matches_naive_and_uses_less_memory(tmp_path):
+    out = tmp_path / "dassdp.json"
+    cli.main(["dassdp", "--quick", "--json", str(out), "--no-charts", "--set", "parts=dw",
+              "--set", "dw_shapes=200x300", "--set", "dw_repeats=2"])
+    doc = json.loads(out.read_text())
+    _check_shape(doc, "dassdp")
+    mem = {r["case"]: r["median"] for r in doc["results"] if r["metric"] == "dw_peak_memory"}
+    assert mem["dw_ours"] < mem["dw_naive"] / 5  # the naive form holds several [B, C_out, C_in] tensors
+    (ratio,) = doc["ratios"]
+    assert (ratio["a"], ratio["b"]) == ("dw_ours", "dw_naive")
+    (err,) = [r for r in doc["results"] if r["metric"] == "dw_max_abs_error"]
+    assert err["max"] < 1e-6

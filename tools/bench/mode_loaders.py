@@ -1,0 +1,95 @@
+"""Mode `loaders`: training images/s per loader backend on the same JPEGs, torchvision as the baseline.
+
+Every case produces the same batches: 224 px RandomResizedCrop (bicubic) + horizontal flip + normalise,
+float32, batch 64, from the same real-photo JPEG tree (tools.bench.photos). ffcv and dali read that tree
+after `dassdp-convert folder` turned it into their layouts. One unit of work = one training epoch.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import torch
+
+from tools.bench.harness import Bench
+from tools.bench.photos import build_tree
+
+FULL = {"images": 3000, "val_images": 100, "batch_size": 64, "workers": 2, "size": 224, "repeats": 5,
+        "warmup": 1, "cases": ["torchvision", "ffcv", "dali"], "jpeg_quality": 90}
+QUICK = {**FULL, "images": 768, "repeats": 3}
+
+
+def torchvision_loader(tree: Path, s: dict):
+    """The out-of-the-box baseline: ImageFolder + timm's training transform + torch DataLoader."""
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    tf = create_transform(s["size"], is_training=True, color_jitter=None, interpolation="bicubic")
+    ds = ImageFolder(str(tree / "train"), transform=tf)
+    return torch.utils.data.DataLoader(ds, batch_size=s["batch_size"], shuffle=True, drop_last=True,
+                                       num_workers=s["workers"], persistent_workers=s["workers"] > 0)
+
+
+def converted(tree: Path, fmt: str) -> Path:
+    """The tree converted by `dassdp-convert folder` (cached next to it)."""
+    from tools.convert.cli import main as convert_main
+
+    out = tree.with_name(f"{tree.name}-{fmt}")
+    if not (out / "manifest.json").is_file():
+        rc = convert_main(["folder", str(tree), str(out), "--format", fmt])
+        if rc not in (0, None):
+            raise RuntimeError(f"dassdp-convert folder {tree} --format {fmt} failed with exit code {rc}")
+    return out
+
+
+def pipeline_loader(tree: Path, backend: str, s: dict):
+    """pipelines.build_loader on the converted data, with the same augmentation as the baseline."""
+    from pipelines import build_loader
+    from pipelines.config import DataConfig
+
+    cfg = DataConfig(dataset="folder", backend=backend, path=str(converted(tree, backend)),
+                     batch_size=s["batch_size"], workers=s["workers"], input_size=[3, s["size"], s["size"]],
+                     augment=None, mixup=False, cutout=False, label_smoothing=0.0, interpolation="bicubic")
+    return build_loader(cfg, "train", None, seed=0)
+
+
+def epoch_case(loader):
+    """A case that iterates one epoch and returns the number of images (checks the batch shape)."""
+    epochs = itertools.count()
+
+    def run() -> int:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(next(epochs))
+        n = 0
+        for images, _ in loader:
+            n += images.shape[0]  # [B, C, H, W]
+        if n == 0:
+            raise RuntimeError("the loader yielded no batch: too few images for one batch?")
+        return n
+
+    return run
+
+
+def run(bench: Bench, s: dict, cache: Path) -> None:
+    """Build the data, the loaders, then compare them interleaved; ratios against torchvision."""
+    t0 = time.perf_counter()
+    tree = build_tree(cache / f"photos-{s['images']}-{s['val_images']}-q{s['jpeg_quality']}",
+                      s["images"], s["val_images"], quality=s["jpeg_quality"])
+    bench.notes.append(f"loaders: data ready in {time.perf_counter() - t0:.1f} s at {tree}")
+    cases = {}
+    for name in s["cases"]:
+        if name == "torchvision":
+            loader = torchvision_loader(tree, s)
+        elif name in ("ffcv", "dali"):
+            loader = pipeline_loader(tree, name, s)
+        else:
+            raise ValueError(f"loaders: unknown case {name!r}; choose from torchvision, ffcv, dali")
+        cases[name] = epoch_case(loader)
+    threads = {"torchvision": f"DataLoader {s['workers']} worker processes",
+               "ffcv": f"{s['workers']} numba worker threads", "dali": f"{s['workers']} DALI CPU threads"}
+    baseline = "torchvision" if "torchvision" in cases else None
+    bench.compare(cases, metric="train_images_per_s", unit="images/s", warmup=s["warmup"],
+                  repeats=s["repeats"], baseline=baseline,
+                  loader_threads={k: v for k, v in threads.items() if k in cases},
+                  batch_size=s["batch_size"], size=s["size"], images=s["images"])
