@@ -1,0 +1,167 @@
+"""Event recordings: AEDAT 2.0 (CIFAR10-DVS release) and AEDAT4 (tonic) readers, and frames by event count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .common import ConvertError, list_class_dirs
+from .sources import Plan, Split, _class_files
+
+CIFAR10DVS_SIZE = (128, 128)  # (W, H)
+
+
+def _skip_header(data: bytes) -> int:
+    """Byte offset of the event data: spikingjelly's rule (lines whose stripped text starts with '#')."""
+    pos = 0
+    while True:
+        end = data.find(b"\n", pos)
+        line = data[pos:] if end < 0 else data[pos : end + 1]
+        try:
+            text = line.decode().strip()
+        except UnicodeDecodeError:
+            return pos
+        if not (text and text[0] == "#"):
+            return pos
+        pos += len(line)
+        if end < 0:
+            return pos
+
+
+def read_aedat2(path: Path) -> dict[str, np.ndarray]:
+    """CIFAR10-DVS AEDAT 2.0 file -> events t, x, y, p with spikingjelly's transpose/flip/invert applied."""
+    data = Path(path).read_bytes()
+    body = data[_skip_header(data) :]
+    if len(body) % 8:
+        raise ConvertError(
+            f"{path}: truncated AEDAT 2.0 file ({len(body)} data bytes is not a multiple of 8 "
+            "= one address/timestamp pair); re-extract it."
+        )
+    words = np.frombuffer(body, ">u4")
+    addr, t = words[0::2], words[1::2]
+    xr = (addr & 0xFE) >> 1
+    yr = (addr & 0x7F00) >> 8
+    pr = addr & 1
+    return {
+        "t": t.astype(np.int64),
+        "x": (127 - yr).astype(np.int64),
+        "y": (127 - xr).astype(np.int64),
+        "p": (1 - pr).astype(np.int64),
+    }
+
+
+def read_aedat4(path: Path, transpose: bool = True) -> dict[str, np.ndarray]:
+    """AEDAT4 file via tonic -> events; `transpose` swaps x and y (tonic's CIFAR10-DVS -> spikingjelly's)."""
+    import tonic
+
+    try:
+        ev = tonic.io.read_aedat4(str(path))
+    except Exception as e:
+        raise ConvertError(
+            f"{path}: unreadable AEDAT4 file ({type(e).__name__}: {e}); re-extract it."
+        ) from None
+    names = ev.dtype.names
+    x, y = ev[names[1]].astype(np.int64), ev[names[2]].astype(np.int64)
+    out = {"t": ev[names[0]].astype(np.int64), "x": x, "y": y, "p": ev[names[3]].astype(np.int64)}
+    if transpose:
+        out["x"], out["y"] = y, x
+    return out
+
+
+def events_to_frames(
+    ev: dict[str, np.ndarray], T: int, size: tuple[int, int], *, crop: bool = False, path: str = "<events>"
+) -> np.ndarray:
+    """T frames by equal event count, 2 polarity channels -> uint16 [T, 2, H, W] (spikingjelly 'number')."""
+    W, H = size
+    x, y, p = ev["x"], ev["y"], ev["p"]
+    n = len(x)
+    if n == 0:
+        raise ConvertError(f"{path}: no events; the recording is empty or truncated.")
+    frame = np.full(n, T - 1, np.int64)
+    q = n // T
+    if q > 0:
+        frame = np.minimum(np.arange(n, dtype=np.int64) // q, T - 1)
+    inside = (x >= 0) & (x < W) & (y >= 0) & (y < H) & ((p == 0) | (p == 1))
+    if not inside.all():
+        if not crop:
+            k = int(np.flatnonzero(~inside)[0])
+            raise ConvertError(
+                f"{path}: event {k} (x={x[k]}, y={y[k]}, p={p[k]}) is outside the sensor "
+                f"{W}x{H}; pass --sensor-size WxH or --crop."
+            )
+        frame, x, y, p = frame[inside], x[inside], y[inside], p[inside]
+    flat = ((frame * 2 + p) * H + y) * W + x
+    counts = np.bincount(flat, minlength=T * 2 * H * W)
+    if counts.max(initial=0) > np.iinfo(np.uint16).max:
+        raise ConvertError(
+            f"{path}: a pixel has {counts.max()} events in one frame, more than uint16 holds; "
+            "use a larger --T."
+        )
+    return counts.astype(np.uint16).reshape(T, 2, H, W)  # [T, 2, H, W]
+
+
+def load_events(path: str, transpose: bool = True) -> dict[str, np.ndarray]:
+    """Read one recording by its extension (.aedat = AEDAT 2.0 release, .aedat4 = tonic)."""
+    try:
+        if path.endswith(".aedat4"):
+            return read_aedat4(Path(path), transpose)
+        return read_aedat2(Path(path))
+    except OSError as e:
+        raise ConvertError(f"{path}: cannot read ({e}).") from None
+
+
+def _detect_layout(root: Path) -> tuple[str, Path]:
+    if (root / "CIFAR10DVS").is_dir():
+        return "tonic", root / "CIFAR10DVS"
+    if root.name == "CIFAR10DVS" and any(root.glob("*/*.aedat4")):
+        return "tonic", root
+    for cand in (root, root / "extract"):
+        if cand.is_dir() and any(cand.glob("*/*.aedat")):
+            return "aedat2", cand
+    raise ConvertError(
+        f"{root}: found neither tonic's CIFAR10DVS/<class>/*.aedat4 nor the release's "
+        "<class>/*.aedat (or extract/<class>/*.aedat); pass the dataset root."
+    )
+
+
+def scan_cifar10dvs(
+    root: Path,
+    layout: str = "auto",
+    train_per_class: int = 900,
+    order: str = "natural",
+    transpose: bool = True,
+) -> Plan:
+    """CIFAR10-DVS class tree (tonic AEDAT4 or AEDAT 2.0) -> plan; first `train_per_class` per class train."""
+    root = Path(root).resolve()
+    found, base = _detect_layout(root)
+    if layout not in ("auto", found):
+        raise ConvertError(f"{root}: --layout {layout} requested but the folder holds the {found} layout.")
+    ext = ".aedat4" if found == "tonic" else ".aedat"
+    classes = list_class_dirs(base)
+    tr_files, tr_lab, va_files, va_lab = [], [], [], []
+    for label, name in enumerate(classes):
+        files = [str(p) for p in _class_files(base / name, (ext,), order)]
+        if len(files) <= train_per_class:
+            raise ConvertError(
+                f"{base / name}: {len(files)} recordings, need more than --train-per-class "
+                f"{train_per_class} so that val is not empty."
+            )
+        tr_files += files[:train_per_class]
+        va_files += files[train_per_class:]
+        tr_lab += [label] * train_per_class
+        va_lab += [label] * (len(files) - train_per_class)
+    source = {
+        "type": "cifar10dvs",
+        "path": str(base),
+        "layout": found,
+        "order": order,
+        "train_per_class": train_per_class,
+        "aedat4_transpose": transpose if found == "tonic" else None,
+    }
+    plan = Plan(source, "events", classes)
+    plan.splits = {
+        "train": Split(np.asarray(tr_lab, np.int64), tr_files),
+        "val": Split(np.asarray(va_lab, np.int64), va_files),
+    }
+    return plan
