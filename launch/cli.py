@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
     """Parse the command line into (args, resolved Config); ConfigError on any bad key or value."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # overrides may come before or after flags
     overrides: list[str] = []
     for key, dotted in SEED_KEYS.items():
         value = getattr(args, "seed_" + key, None)

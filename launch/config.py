@@ -73,15 +73,21 @@ class TrainConfig:
     tet_lambda: float = 0.0
     nonfinite: Literal["stop", "skip"] = "stop"  # what a NaN/inf loss does
     deterministic: bool = False  # cudnn deterministic (slow; the original forced it)
+    keep_best: bool = True  # write `best` when validation top-1 improves
+    export_safetensors: bool = True  # weights of `last`/`best` also as .safetensors
+    stop_after_steps: int | None = None  # debug: leave after this many optimizer steps (resume tests)
+    save_rank_weights: bool = False  # debug: every rank writes its final weights (consistency checks)
+    eval_batches: int | None = None  # cap on validation batches per evaluation (short runs)
 
 
 @dataclass
 class LogConfig:
     """Progress bar, TensorBoard, CSV/JSONL."""
 
-    every_steps: int = 10
+    every_steps: int = 10  # steps between step records (and the only host syncs of the loss)
     tensorboard: bool = True
     progress: bool = True
+    rank_consistency: bool = True  # compare a weight checksum across ranks at the end of training
 
 
 @dataclass

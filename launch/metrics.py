@@ -1,0 +1,169 @@
+"""Observability: the run folder, per-step/epoch records (CSV, JSONL, TensorBoard) and the progress bar.
+
+Only the main process writes. Records are flat dicts of floats; tensors are converted here, in one place,
+at the log interval (the only host syncs of the training loop besides checkpoints).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def git_revision(root: Path | None = None) -> str:
+    """`<sha>[-dirty]` of the source tree, or `unknown`."""
+    root = root or Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha or "unknown") + ("-dirty" if dirty else "")
+
+
+def write_run_info(out: Path, config_yaml: str, versions: dict, extra: dict) -> None:
+    """config.yaml (resolved), run.json (git revision, versions, command, hardware)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(config_yaml)
+    info = {"git": git_revision(), "versions": versions, "argv": sys.argv, "host": socket.gethostname(),
+            "platform": platform.platform(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    (out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def to_float(v: Any) -> float:
+    """A metric value (tensor or number) as a Python float."""
+    if isinstance(v, torch.Tensor):
+        return float(v.detach().float().mean().cpu())
+    return float(v)
+
+
+class _Table:
+    """Append-only CSV + JSONL pair; the CSV header grows when new keys appear (file rewritten once)."""
+
+    def __init__(self, stem: Path, key: str, resume_from: int | None):
+        self.csv, self.jsonl, self.key = stem.with_suffix(".csv"), stem.with_suffix(".jsonl"), key
+        self.rows: list[dict] = []
+        if self.jsonl.is_file() and resume_from is not None:  # drop records newer than the checkpoint
+            for line in self.jsonl.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash
+                if row.get(key, 0) <= resume_from:
+                    self.rows.append(row)
+        self.fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        with open(self.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields)
+            w.writeheader()
+            w.writerows(self.rows)
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        new = [k for k in row if k not in self.fields]
+        if new:
+            self.fields += new
+            self._rewrite()
+            return
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        with open(self.csv, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields).writerow(row)
+
+
+class RunLogger:
+    """Step and epoch records to metrics/{steps,epochs}.{csv,jsonl} and TensorBoard (main process only)."""
+
+    def __init__(self, out: Path, *, enabled: bool, tensorboard: bool, step: int, epoch: int,
+                 resumed: bool):
+        self.enabled, self.tb = enabled, None
+        if not enabled:
+            return
+        (out / "metrics").mkdir(parents=True, exist_ok=True)
+        self.steps = _Table(out / "metrics" / "steps", "step", step if resumed else 0)
+        self.epochs = _Table(out / "metrics" / "epochs", "epoch", epoch - 1 if resumed else -1)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"), purge_step=step if resumed else None)
+
+    def log_step(self, step: int, values: dict) -> dict:
+        """Record one step's values (tensors converted); returns the float record."""
+        row = {"step": step, **{k: to_float(v) for k, v in values.items()}}
+        if self.enabled:
+            self.steps.add(row)
+            if self.tb is not None:
+                for k, v in row.items():
+                    if k != "step":
+                        self.tb.add_scalar(f"step/{k}", v, step)
+        return row
+
+    def log_epoch(self, epoch: int, step: int, values: dict) -> dict:
+        """Record one epoch's values; the TensorBoard x-axis is the optimizer step."""
+        row = {"epoch": epoch, "step": step, **{k: to_float(v) for k, v in values.items()}}
+        if self.enabled:
+            self.epochs.add(row)
+            if self.tb is not None:
+                for k, v in row.items():
+                    if k not in ("epoch", "step"):
+                        self.tb.add_scalar(f"epoch/{k}", v, step)
+                self.tb.flush()
+        return row
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Progress:
+    """tqdm bar on the main process: loss, lr, images/s and the share of time spent waiting for data."""
+
+    def __init__(self, enabled: bool, total: int, epoch: int, initial: int = 0):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=f"epoch {epoch}", dynamic_ncols=True,
+                            leave=True, file=sys.stderr)
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def show(self, row: dict) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", lr=f"{row.get('lr', 0):.2e}",
+                                 img_s=f"{row.get('img_per_s', 0):.1f}",
+                                 wait=f"{100 * row.get('data_wait', 0):.0f}%", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StepTimer:
+    """Wall time split into waiting for data and the rest, between two log points."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.t0, self.wait, self.samples = time.perf_counter(), 0.0, 0
+
+    def rates(self) -> tuple[float, float]:
+        """(images per second, share of wall time waiting for data) since the last reset."""
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        return self.samples / dt, min(self.wait / dt, 1.0)
