@@ -2,7 +2,7 @@
 
 Every case produces the same batches: 224 px RandomResizedCrop (bicubic) + horizontal flip + normalise,
 float32, batch 64, from the same real-photo JPEG tree (tools.bench.photos). ffcv and dali read that tree
-after `dassdp-convert folder` turned it into their layouts. One unit of work = one training epoch.
+after `dassdp-convert imagenet` turned it into their layouts. One unit of work = one training epoch.
 """
 from __future__ import annotations
 
@@ -32,14 +32,12 @@ def torchvision_loader(tree: Path, s: dict):
 
 
 def converted(tree: Path, fmt: str) -> Path:
-    """The tree converted by `dassdp-convert folder` (cached next to it)."""
-    from tools.convert.cli import main as convert_main
+    """The tree converted by dassdp-convert (source `imagenet`: train/ and val/ class folders), cached."""
+    from tools.convert.api import convert
 
     out = tree.with_name(f"{tree.name}-{fmt}")
     if not (out / "manifest.json").is_file():
-        rc = convert_main(["folder", str(tree), str(out), "--format", fmt])
-        if rc not in (0, None):
-            raise RuntimeError(f"dassdp-convert folder {tree} --format {fmt} failed with exit code {rc}")
+        convert("imagenet", tree, out, fmt, progress=False, overwrite=True)
     return out
 
 
