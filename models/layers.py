@@ -1,0 +1,154 @@
+"""SpikingResformer blocks on [T, B, C, H, W] tensors, with T folded into the batch for conv/BN.
+
+Module and parameter names follow the official implementation (xyshi2000/SpikingResformer) so that its
+checkpoints load unchanged: DSSA has `W`, `norm.bn`, `Wproj`, `norm_proj.bn`, `firing_rate_x`,
+`firing_rate_attn`; GWFFN has `up.{0,1,2}`, `conv.0.{0,1,2}`, `down.{0,1,2}`; downsampling has
+`activation`, `conv`, `norm.bn`. Folding [T, B] -> [T*B] is a view (no copy), channels-last included.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.neurons import LIF
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d applied to [T, B, C, H, W] by folding T into the batch (bias off by default)."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, groups: int = 1):
+        super().__init__(cin, cout, k, stride, padding, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x.flatten(0, 1))  # [T*B, C_out, H', W']
+        return y.unflatten(0, x.shape[:2])  # [T, B, C_out, H', W']
+
+
+class BN(nn.Module):
+    """BatchNorm2d over T*B jointly (statistics shared over time steps), stored as `.bn` like the original."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, eps=1e-5, momentum=0.1)
+
+    def forward(self, x: torch.Tensor, repeat: int = 1) -> torch.Tensor:
+        """x: [T, B, C, H, W]; `repeat` > 1 means x stands for `repeat` identical copies along T."""
+        xf = x.flatten(0, 1)  # [T*B, C, H, W]
+        if repeat == 1 or not self.training:
+            return self.bn(xf).unflatten(0, x.shape[:2])
+        return self._repeated(xf, repeat).unflatten(0, x.shape[:2])
+
+    def _repeated(self, xf: torch.Tensor, repeat: int) -> torch.Tensor:
+        # Same normalisation as on `repeat` stacked copies; the running variance uses the unbiased factor
+        # of the stacked count n = repeat * B * H * W, exactly like BN on the repeated input would.
+        bn = self.bn
+        y = F.batch_norm(xf, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+        with torch.no_grad():
+            stat = bn.running_mean.dtype  # float32 (float64 for a .double() model)
+            var, mean = torch.var_mean(xf.to(stat), dim=(0, 2, 3), correction=0)
+            n = repeat * xf.numel() // xf.shape[1]
+            bn.running_mean.lerp_(mean, bn.momentum)
+            bn.running_var.lerp_(var * (n / max(n - 1, 1)), bn.momentum)
+            bn.num_batches_tracked.add_(1)
+        return y
+
+
+def _conv_bn(neuron, cin: int, cout: int, k: int, groups: int = 1) -> nn.Sequential:
+    """neuron -> conv k x k (same padding) -> BN, the official GWFFN sub-block."""
+    return nn.Sequential(neuron(), Conv2d(cin, cout, k, padding=k // 2, groups=groups), BN(cout))
+
+
+class GWFFN(nn.Module):
+    """Grouped-wise feed-forward: 1x1 up (x4), grouped 3x3 with inner residual, 1x1 down, residual."""
+
+    def __init__(self, dim: int, group_size: int = 64, neuron=LIF, ratio: int = 4, num_conv: int = 1):
+        super().__init__()
+        inner = dim * ratio
+        self.up = _conv_bn(neuron, dim, inner, 1)
+        self.conv = nn.ModuleList([_conv_bn(neuron, inner, inner, 3, groups=inner // group_size)
+                                   for _ in range(num_conv)])
+        self.down = _conv_bn(neuron, inner, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = self.up(x)  # [T, B, 4C, H, W]
+        mid = up
+        for m in self.conv:
+            mid = m(mid)
+        return self.down(mid + up) + x  # [T, B, C, H, W]
+
+
+class DownsampleLayer(nn.Module):
+    """neuron -> conv 3x3 stride 2 -> BN (start of stages 2 and 3)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 2, neuron=LIF):
+        super().__init__()
+        self.conv = Conv2d(cin, cout, 3, stride=stride, padding=1)
+        self.norm = BN(cout)
+        self.activation = neuron()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(self.activation(x)))  # [T, B, C_out, H/2, W/2]
+
+
+class DSSA(nn.Module):
+    """Dual spike self-attention with residual; called once per forward on [T, B, C, H, W]."""
+
+    def __init__(self, dim: int, num_heads: int, length: int, patch_size: int, neuron=LIF,
+                 frozen_ema: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"DSSA dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim, self.num_heads, self.lenth = dim, num_heads, length  # `lenth`: the original's N'
+        self.momentum = 0.999
+        self.frozen_ema = frozen_ema
+        self.register_buffer("firing_rate_x", torch.zeros(1, 1, num_heads, 1, 1))
+        self.register_buffer("firing_rate_attn", torch.zeros(1, 1, num_heads, 1, 1))
+        self.register_buffer("rate_seen", torch.zeros((), dtype=torch.bool), persistent=False)
+        self.activation_in = neuron()
+        self.W = Conv2d(dim, 2 * dim, patch_size, stride=patch_size)
+        self.norm = BN(2 * dim)
+        self.activation_attn = neuron()
+        self.activation_out = neuron()
+        self.Wproj = Conv2d(dim, dim, 1)
+        self.norm_proj = BN(dim)
+
+    def _ema_dtype(self, x: torch.Tensor) -> torch.dtype:
+        # frozen_ema reproduces the original under AMP: its buffers became the autocast dtype there.
+        if self.frozen_ema and torch.is_autocast_enabled(x.device.type):
+            return torch.get_autocast_dtype(x.device.type)
+        return self.firing_rate_x.dtype  # float32 (float64 for a .double() model)
+
+    @torch.no_grad()
+    def _update_rate(self, buf: torch.Tensor, spikes: torch.Tensor, dt: torch.dtype) -> None:
+        """In-place EMA of the per-head firing rate; the first training batch sets it (as the original)."""
+        r = spikes.to(buf.dtype).mean((0, 2, 3)).to(dt).view_as(buf)  # [1, 1, h, 1, 1]
+        b = buf.to(dt)
+        b = torch.where(~self.rate_seen & (buf == 0).all(), r, b)
+        buf.copy_(b * self.momentum + r * (1 - self.momentum))
+
+    def _scale(self, buf: torch.Tensor, n: int, dt: torch.dtype) -> torch.Tensor:
+        return (buf.to(dt) * n).rsqrt().view(self.num_heads, 1, 1)  # [h, 1, 1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T, B, C, H, W = x.shape
+        h, d = self.num_heads, C // self.num_heads
+        s = self.activation_in(x)  # [T, B, C, H, W] spikes
+        y = self.norm(self.W(s)).flatten(0, 1)  # [T*B, 2C, H', W']
+        y = y.reshape(T * B, h, 2 * d, -1)  # [T*B, h, 2d, N']
+        y1, y2 = y[:, :, :d], y[:, :, d:]  # [T*B, h, d, N'] each
+        sh = s.flatten(0, 1).reshape(T * B, h, d, H * W)  # [T*B, h, d, N]
+        dt = self._ema_dtype(x)
+        if self.training:
+            self._update_rate(self.firing_rate_x, sh, dt)
+        attn = torch.matmul(y1.transpose(-1, -2), sh) * self._scale(self.firing_rate_x, d, dt)
+        attn = self.activation_attn(attn.unflatten(0, (T, B)))  # [T, B, h, N', N] spikes
+        if self.training:
+            self._update_rate(self.firing_rate_attn, attn.flatten(0, 1), dt)
+            self.rate_seen.fill_(True)
+        # (y2 @ attn)^T = attn^T @ y2^T lands directly in channels-last order [T*B, N, h, d]
+        out = torch.matmul(attn.flatten(0, 1).transpose(-1, -2), y2.transpose(-1, -2))  # [T*B, h, N, d]
+        out = out * self._scale(self.firing_rate_attn, self.lenth, dt)
+        out = out.transpose(1, 2).reshape(T * B, H, W, C).permute(0, 3, 1, 2)  # [T*B, C, H, W] (NHWC)
+        out = self.activation_out(out.unflatten(0, (T, B)))  # [T, B, C, H, W] spikes
+        return self.norm_proj(self.Wproj(out)) + x

@@ -1,0 +1,76 @@
+"""LIF and PLIF neurons for SpikingResformer, on spikingjelly 2.0's multi-step kernels.
+
+Both take a time-major tensor [T, B, ...] in any memory layout and return spikes of the same shape,
+dtype and layout. Inside, the tensor is viewed as [T, N] in its *physical* order (channels-last stays
+channels-last, no copy), and the membrane state is kept in float32 even under autocast, so spikingjelly
+always takes its registered kernel (Triton on CUDA, its CPU op on CPU) and never the Python reference.
+The neuron state is reset by `spikingjelly.activation_based.functional.reset_net(model)`.
+"""
+from __future__ import annotations
+
+import torch
+from spikingjelly.activation_based import functional as sjf
+from spikingjelly.activation_based import neuron, surrogate
+
+# The paper's settings: tau 2, decay_input, threshold 1, hard reset to 0, detached reset, ATan(alpha=2).
+_COMMON = dict(decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=True, step_mode="m",
+               store_v_seq=False)
+
+
+def _flat_time_major(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...] | None]:
+    """[T, B, C, H, W] -> [T, N] in memory order; returns the permutation needed to undo it (or None)."""
+    if x.dim() == 5 and not x.is_contiguous():
+        xp = x.permute(0, 1, 3, 4, 2)  # [T, B, H, W, C]: free when the folded 4-D tensor is channels-last
+        return xp.reshape(x.shape[0], -1), (0, 1, 4, 2, 3)
+    return x.reshape(x.shape[0], -1), None
+
+
+def _restore(spikes: torch.Tensor, x: torch.Tensor, perm: tuple[int, ...] | None) -> torch.Tensor:
+    if perm is None:
+        return spikes.view(x.shape)
+    T, B, C, H, W = x.shape
+    return spikes.view(T, B, H, W, C).permute(*perm)  # [T, B, C, H, W], channels-last strides
+
+
+class _FlatNeuron:
+    """Mixin: run the neuron on a flat float32-state view; subclasses provide `_kernel`."""
+
+    def _initial_v(self, x_flat: torch.Tensor) -> torch.Tensor:
+        dt = torch.float64 if x_flat.dtype == torch.float64 else torch.float32  # fp32 state under autocast
+        v = self._memories["v"]
+        if isinstance(v, torch.Tensor) and v.shape == x_flat.shape[1:]:
+            return v.to(dt)
+        return torch.full(x_flat.shape[1:], float(self.v_reset), dtype=dt, device=x_flat.device)
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        flat, perm = _flat_time_major(x_seq)  # [T, N]
+        spikes, v = self._kernel(flat, self._initial_v(flat))  # [T, N], [N]
+        self._memories["v"] = v
+        return _restore(spikes, x_seq, perm)
+
+
+class LIF(_FlatNeuron, neuron.LIFNode):
+    """Multi-step LIF neuron with the paper's settings (tau 2, hard reset 0, ATan surrogate)."""
+
+    def __init__(self):
+        super().__init__(tau=2.0, surrogate_function=surrogate.ATan(alpha=2.0), **_COMMON)
+
+    def _kernel(self, x: torch.Tensor, v: torch.Tensor):
+        s, v, _ = sjf.lif_multi_step(x, v, self.tau, self.decay_input, self.v_threshold, self.v_reset,
+                                     self.surrogate_function, self.detach_reset, False)
+        return s, v
+
+
+class PLIF(_FlatNeuron, neuron.ParametricLIFNode):
+    """Multi-step parametric LIF (learnable tau per layer, init 2; parameter `w`, tau = 1/sigmoid(w))."""
+
+    def __init__(self):
+        super().__init__(init_tau=2.0, surrogate_function=surrogate.ATan(alpha=2.0), **_COMMON)
+
+    def _kernel(self, x: torch.Tensor, v: torch.Tensor):
+        s, v, _ = sjf.plif_multi_step(x, v, self.w, self.decay_input, self.v_threshold, self.v_reset,
+                                      self.surrogate_function, self.detach_reset, False)
+        return s, v
+
+
+NEURONS = {"lif": LIF, "plif": PLIF}
