@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -146,6 +147,11 @@ def _run_units(
             records[i] = rec
         else:
             todo.append(i)
+    if records:
+        print(
+            f"dassdp-convert: resuming: {len(records)} of {len(specs)} units already done in {work}",
+            file=sys.stderr,
+        )
     total = sum(len(s["labels"]) for s in specs)
     done = sum(len(specs[i]["labels"]) for i in records)
     bar = tqdm(total=total, initial=done, unit="sample", desc="convert", disable=not progress, smoothing=0.1)

@@ -37,14 +37,15 @@ def _iter_beton(path: Path, kind: str) -> Iterator[tuple[np.ndarray, int]]:
     r = Reader(str(path))
     data = np.memmap(path, np.uint8, mode="r")
     sizes = dict(zip(r.alloc_table["ptr"].tolist(), r.alloc_table["size"].tolist()))
+    col = {name: r.metadata[f"f{i}"] for i, name in enumerate(r.field_names)}  # ffcv names columns f0, f1, ..
     for i in range(int(r.num_samples)):
-        label = int(r.metadata["label"][i])
+        label = int(col["label"][i])
         if kind == "frames":
             h = r.handlers["frames"]
-            ptr = int(r.metadata["frames"][i])
+            ptr = int(col["frames"][i])
             yield np.frombuffer(data[ptr : ptr + h.element_size], h.dtype).reshape(h.shape), label
             continue
-        m = r.metadata["image"][i]
+        m = col["image"][i]
         ptr = int(m["data_ptr"])
         raw = np.asarray(data[ptr : ptr + sizes[ptr]])
         if m["mode"] == 0:  # jpg
