@@ -1,0 +1,18 @@
+"""Make `import dassdp` find the package, not this folder.
+
+pytest's default (prepend) import mode puts tests/ on sys.path; with the editable install's finder coming
+after the path finder, `import dassdp` then resolves to tests/dassdp as an empty namespace package.
+A repository-wide fix is `pythonpath = ["."]` in [tool.pytest.ini_options] (asked of the coordinator).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parents[2])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+_mod = sys.modules.get("dassdp")
+if _mod is not None and getattr(_mod, "__file__", None) is None:  # a namespace stand-in: import the real one
+    del sys.modules["dassdp"]
+import dassdp  # noqa: E402,F401
