@@ -129,7 +129,8 @@ def test_kill_mid_run_then_rerun_is_identical(tmp_path, fmt, capfd):
     assert _final_files(out) == [] and not (out / "manifest.json").exists()
     done = list((out / ".work").glob("*/unit-*.json"))
     capfd.readouterr()
-    assert 2 <= len(done) < 9  # 11 train + 6 val samples in units of 2
+    # 11 train + 6 val samples in units of 2; FFCV may also be killed while assembling the .beton files
+    assert 2 <= len(done) < 9 or (fmt == "ffcv" and len(done) == 9)
     man = convert("imagenet", tree, out, fmt, shard_size=2, progress=False)
     assert f"resuming: {len(done)} of 9 units already done" in capfd.readouterr().err  # not redone
     assert man["files"] == ref["files"] and _checksums(out) == _checksums(tmp_path / "ref")
