@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -82,9 +83,15 @@ def _fields(kind: str, opts: dict) -> dict:
     return {"image": image, "label": IntField()}
 
 
-def write_beton(chunks: list[Path], kind: str, dst: Path, tmp_base: Path, opts: dict) -> dict:
+def write_beton(
+    chunks: list[Path], kind: str, dst: Path, tmp_base: Path, opts: dict, progress: bool = True
+) -> dict:
     """Write `dst` (.beton) from chunk files via a temporary name; returns its sha256 and size."""
+    import ffcv.writer
     from ffcv.writer import DatasetWriter
+    from tqdm import tqdm
+
+    ffcv.writer.tqdm = functools.partial(tqdm, disable=not progress, desc=f"write {dst.name}", unit="sample")
 
     ds = ChunkDataset(chunks, kind)
     page = MIN_PAGE

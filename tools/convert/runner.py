@@ -16,7 +16,8 @@ from .common import VERSION, WORK, ConvertError, atomic_write_json, file_fingerp
 from .sources import Plan
 from .units import run_unit
 
-DEFAULT_SHARD = {"files": 1000, "array": 10000, "events": 256}
+# samples per unit; FFCV chunks of JPEG sources are smaller because they hold decoded/resized pixels
+DEFAULT_SHARD = {"files": 1000, "array": 10000, "events": 256, "ffcv-files": 256}
 # options that change output bytes (the resume hash and the manifest record them)
 BYTE_OPTIONS = (
     "max_resolution",
@@ -57,7 +58,8 @@ def resolve_options(plan: Plan, fmt: str, opts: dict) -> dict:
         raise ConvertError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(o)}.")
     o.update({k: v for k, v in opts.items() if v is not None})
     o["write_mode"] = o["write_mode"] or ("smart" if plan.input_kind == "files" else "raw")
-    o["shard_size"] = o["shard_size"] or DEFAULT_SHARD[plan.input_kind]
+    key = "ffcv-files" if fmt == "ffcv" and plan.input_kind == "files" else plan.input_kind
+    o["shard_size"] = o["shard_size"] or DEFAULT_SHARD[key]
     if o["write_mode"] not in ("raw", "jpg", "smart", "proportion"):
         raise ConvertError(f"--write-mode {o['write_mode']}: use raw, jpg, smart or proportion.")
     if not 1 <= int(o["jpeg_quality"]) <= 100:
@@ -209,7 +211,7 @@ def _finalize_dali(plan: Plan, specs, records, work: Path, out: Path) -> tuple[d
     return files, splits
 
 
-def _finalize_ffcv(plan: Plan, specs, records, work: Path, out: Path, opts: dict) -> tuple[dict, dict]:
+def _finalize_ffcv(plan: Plan, specs, records, work: Path, out: Path, opts: dict, progress: bool):
     from .ffcv_out import write_beton
 
     files, splits = {}, {}
@@ -217,7 +219,7 @@ def _finalize_ffcv(plan: Plan, specs, records, work: Path, out: Path, opts: dict
         recs = [r for s, r in zip(specs, records) if s["split"] == split]
         chunks = [work / split / f for r in recs for f in sorted(r["files"])]
         dst = out / f"{split}.beton"
-        meta = write_beton(chunks, plan.kind, dst, work / f"{split}.beton", opts)
+        meta = write_beton(chunks, plan.kind, dst, work / f"{split}.beton", opts, progress)
         files[f"{split}.beton"] = meta
         splits[split] = _split_summary(
             plan, recs, [{"file": f"{split}.beton", "count": sum(len(r["labels"]) for r in recs)}]
@@ -254,7 +256,7 @@ def run_plan(
     if fmt == "dali":
         files, splits = _finalize_dali(plan, specs, records, work, out)
     else:
-        files, splits = _finalize_ffcv(plan, specs, records, work, out, opts)
+        files, splits = _finalize_ffcv(plan, specs, records, work, out, opts, progress)
     manifest = _manifest(plan, fmt, opts, files, splits, records)
     atomic_write_json(out / "manifest.json", manifest)
     shutil.rmtree(work, ignore_errors=True)

@@ -62,6 +62,8 @@ def measure_throughput(
     from .api import convert
 
     workers = workers or os.cpu_count() or 1
+    if fmt == "ffcv":
+        import ffcv.writer  # noqa: F401  (warm-up: the one-off torch/ffcv import is not conversion time)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
         _jpeg_tree(tmp / "jpeg", n_images, image_size)
