@@ -1,0 +1,150 @@
+"""ffcv backend: reads OUT/<split>.beton; seeded decode+crop+flip on CPU threads, the rest on the device."""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from queue import Empty
+
+import numpy as np
+import torch
+
+from pipelines.base import DataError, Loader, mix_seed
+
+_FAILED: dict[int, BaseException] = {}  # thread id -> exception of a dead ffcv pipeline thread
+_previous_hook = threading.excepthook
+
+
+def _hook(args):
+    _FAILED[args.thread.ident] = args.exc_value
+    _previous_hook(args)
+
+
+threading.excepthook = _hook
+
+
+def guarded_iter(ffcv_loader, path: Path):
+    """Iterate an ffcv Loader; a dead pipeline thread raises a DataError instead of hanging."""
+    it = iter(ffcv_loader)
+    try:
+        while True:
+            try:
+                item = it.output_queue.get(timeout=0.2)
+            except Empty:
+                if not it.is_alive():
+                    exc = _FAILED.pop(it.ident, None)
+                    raise DataError(f"{path}: the ffcv pipeline thread died: {exc!r}") from exc
+                continue
+            if item is None:
+                return
+            slot, result = item
+            if getattr(it, "current_stream", None) is not None:  # needs CUDA: wait for the H2D copy
+                it.current_stream.wait_stream(it.cuda_streams[slot])
+            yield result
+    finally:
+        it.close()
+
+
+
+def _order_class():
+    from ffcv.traversal_order.base import TraversalOrder
+
+    class _Given(TraversalOrder):
+        """Plays back the order our Loader computed (ffcv's own orders are not resumable mid-epoch)."""
+
+        current: np.ndarray = np.zeros(0, dtype=np.uint64)
+
+        def sample_order(self, epoch: int):
+            return _Given.current
+
+    class _Factory(TraversalOrder):  # ffcv calls `order(loader)` on TraversalOrder instances
+        def __init__(self, owner):
+            self.owner = owner
+
+        def __call__(self, loader):
+            order = _Given(loader)
+            self.owner._ffcv_order = order
+            return order
+
+        def sample_order(self, epoch: int):
+            raise NotImplementedError
+
+    return _Factory
+
+
+def beton_path(root: str, split: str) -> Path:
+    """OUT/<split>.beton, or one clear error."""
+    p = Path(root) / f"{split}.beton"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} does not exist: convert the dataset with `dassdp-convert --format ffcv`"
+                                f" and point data.path at its output folder")
+    return p
+
+
+def read_manifest(root: str) -> dict:
+    """OUT/manifest.json (empty dict when absent)."""
+    p = Path(root) / "manifest.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def beton_labels(path: Path) -> np.ndarray:
+    """Labels straight from the beton's metadata table (no decode)."""
+    from ffcv.reader import Reader
+
+    r = Reader(str(path))
+    if "label" not in r.handlers:
+        raise ValueError(f"{path} has fields {list(r.handlers)}; expected a 'label' field")
+    return np.asarray(r.metadata[f"f{list(r.handlers).index('label')}"], dtype=np.int64).reshape(-1)
+
+
+class FFCVLoader(Loader):
+    """ffcv Loader with our order (sharded, resumable) and a seeded decoder; normalise on the device."""
+
+    field = "image"
+
+    def _read_labels(self) -> np.ndarray:
+        self.beton = beton_path(self.cfg.path, self.split)
+        self.manifest = read_manifest(self.cfg.path)
+        self._state = np.zeros(2, dtype=np.uint64)  # live decoder state: [epoch base seed, unused]
+        self._ffcv = None
+        return beton_labels(self.beton)
+
+    def _decoder(self):
+        from pipelines.ffcv_ops import SeededCropDecoder
+
+        r = self.recipe
+        if not self.train:
+            frac = r.size[0] / r.eval_resize  # timm eval: shorter side -> eval_resize, center crop size
+            return SeededCropDecoder(r.size, self._state, mode=2, flip=False, crop_frac=frac)
+        return SeededCropDecoder(r.size, self._state, mode=0 if r.random_crop else 1, flip=True)
+
+    def _pipelines(self) -> dict:
+        from ffcv.fields.basics import IntDecoder
+        from ffcv.transforms import Squeeze, ToDevice, ToTensor
+
+        cuda = self.device.type == "cuda"
+        to_dev = [ToDevice(self.device, non_blocking=True)] if cuda else []  # needs CUDA
+        return {self.field: [self._decoder(), ToTensor(), *to_dev],  # uint8 [B, H, W, 3]
+                "label": [IntDecoder(), ToTensor(), Squeeze(1), *to_dev]}
+
+    def _build(self):
+        from ffcv.loader import Loader as FfcvLoader
+
+        self._ffcv = FfcvLoader(str(self.beton), batch_size=self.batch_size,
+                                num_workers=max(1, self.cfg.workers), os_cache=self.cfg.os_cache,
+                                order=_order_class()(self), pipelines=self._pipelines(),
+                                drop_last=self.drop_last, seed=self.seed, batches_ahead=2)
+
+    def _batches(self, order: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._ffcv is None:
+            self._build()
+        self._state[0] = np.uint64(mix_seed(self.seed, self.epoch, 0x5A))
+        type(self._ffcv_order).current = order.astype(np.uint64)
+        self._ffcv.first_traversal_order = order  # ffcv sizes the epoch from this attribute
+        self._state[1] = 0
+        for b, (x, y) in enumerate(guarded_iter(self._ffcv, self.beton)):
+            if self._state[1]:
+                bad = int(self._state[1]) - 1
+                raise DataError(f"{self.beton}: sample {bad} failed to decode (batch {b}); re-convert it")
+            yield x, y.clone()  # ffcv reuses its buffers; the stage copies images, labels we copy here

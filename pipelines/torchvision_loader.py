@@ -1,0 +1,82 @@
+"""torchvision backend: the original recipe exactly (timm transforms on PIL), the parity reference."""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from timm.data import create_transform
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+from torchvision import transforms as tvt
+
+from pipelines.base import DataError, Loader
+from pipelines.sources import open_source
+
+
+def build_transform(recipe, cfg, train: bool):
+    """timm's transform for this dataset; tiny images: resize only (no random crop), as the recipe."""
+    modes = tvt.InterpolationMode
+    interp = modes.BICUBIC if cfg.interpolation == "bicubic" else modes.BILINEAR
+    if recipe.random_crop:
+        return create_transform(recipe.size, is_training=train, auto_augment=cfg.augment if train else None,
+                                interpolation=cfg.interpolation, mean=recipe.mean, std=recipe.std,
+                                crop_pct=recipe.crop_pct, re_prob=0.25 if (train and cfg.cutout) else 0.0,
+                                re_mode="const", re_count=1)
+    ops = [tvt.Resize(recipe.size, interpolation=interp)]
+    if train:
+        ops.append(tvt.RandomHorizontalFlip())
+        if cfg.augment:
+            hp = dict(translate_const=int(recipe.size[0] * 0.45),
+                      img_mean=tuple(round(255 * m) for m in recipe.mean),
+                      interpolation=_pil(cfg.interpolation))
+            ops.append(rand_augment_transform(cfg.augment, hp))
+    ops += [tvt.ToTensor(), tvt.Normalize(recipe.mean, recipe.std)]
+    if train and cfg.cutout:
+        ops.append(RandomErasing(0.25, mode="const", max_count=1, device="cpu"))
+    return tvt.Compose(ops)
+
+
+def _pil(name: str):
+    from PIL import Image
+
+    return Image.BICUBIC if name == "bicubic" else Image.BILINEAR
+
+
+class _Dataset(torch.utils.data.Dataset):
+    """Item (index, seed) -> (image tensor, label); all randomness seeded per sample."""
+
+    def __init__(self, source, transform):
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source.labels)
+
+    def __getitem__(self, item):
+        i, seed = item
+        try:
+            img = self.source.image(i)
+        except Exception as e:  # noqa: BLE001 - any decode failure becomes one clear error
+            raise DataError(f"sample {i} ({self.source.name(i)}) cannot be read: {e}") from e
+        random.seed(seed)
+        np.random.seed(seed % (1 << 32))
+        torch.manual_seed(seed)
+        return self.transform(img), int(self.source.labels[i])
+
+
+class TorchvisionLoader(Loader):
+    """Reads the original releases with a torch DataLoader; the augmentation runs in its workers."""
+
+    def _read_labels(self) -> np.ndarray:
+        self.source = open_source(self.cfg.dataset, self.cfg.path, self.split)
+        self.transform = build_transform(self.recipe, self.cfg, self.train)
+        return self.source.labels
+
+    def _batches(self, order: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        items = list(zip(order.tolist(), self.sample_seeds(order).tolist()))
+        dl = torch.utils.data.DataLoader(
+            _Dataset(self.source, self.transform), batch_size=self.batch_size, sampler=items,
+            num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=False, prefetch_factor=4 if self.cfg.workers > 0 else None)
+        yield from dl
