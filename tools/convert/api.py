@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .common import ConvertError
 from .events import scan_cifar10dvs
+from .gesture import scan_dvs128gesture
 from .runner import run_plan
 from .sources import Plan, scan_cifar10, scan_cifar100, scan_fashion_mnist, scan_folder, scan_imagenet
 
@@ -17,6 +18,7 @@ SOURCES = {
     "cifar100": (scan_cifar100, ("label_type",)),
     "fashion-mnist": (scan_fashion_mnist, ()),
     "cifar10dvs": (scan_cifar10dvs, ("layout", "train_per_class", "order", "transpose")),
+    "dvs128gesture": (scan_dvs128gesture, ("layout",)),
 }
 
 

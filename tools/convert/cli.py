@@ -79,13 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("cifar100", "cifar-100-python/ (python pickles)"),
         ("fashion-mnist", "idx-ubyte files (.gz or not)"),
         ("cifar10dvs", "tonic CIFAR10DVS/<class>/*.aedat4 or the AEDAT 2.0 release"),
+        ("dvs128gesture", "the DvsGesture AEDAT 3.1 release or tonic's ibmGestureTrain/Test tree"),
     ):
         p = sub.add_parser(name, help=help_, prog=f"dassdp-convert {name}")
-        _common(p, events=name == "cifar10dvs")
+        _common(p, events=name in ("cifar10dvs", "dvs128gesture"))
         if name == "folder":
             p.add_argument("--val-fraction", type=float, default=0.1, help="last share of each class -> val")
         if name == "cifar100":
             p.add_argument("--label-type", choices=["fine", "coarse"], default="fine")
+        if name == "dvs128gesture":
+            p.add_argument("--layout", choices=["auto", "release", "tonic"], default="auto")
         if name == "cifar10dvs":
             p.add_argument("--layout", choices=["auto", "tonic", "aedat2"], default="auto")
             p.add_argument(

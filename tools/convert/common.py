@@ -86,8 +86,9 @@ def list_class_dirs(root: Path) -> list[str]:
 
 def file_fingerprint(path: Path) -> list:
     """(name, size, mtime_ns) of a file: cheap identity used to validate resume state."""
-    st = path.stat()
-    return [str(path), st.st_size, st.st_mtime_ns]
+    name = str(path)
+    st = Path(name.split("|")[0]).stat()  # "file|t0|t1" names a segment of a DVS128 Gesture recording
+    return [name, st.st_size, st.st_mtime_ns]
 
 
 class _SafeUnpickler(pickle.Unpickler):

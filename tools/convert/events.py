@@ -102,7 +102,11 @@ def events_to_frames(
 
 
 def load_events(path: str, transpose: bool = True) -> dict[str, np.ndarray]:
-    """Read one recording by its extension (.aedat = AEDAT 2.0 release, .aedat4 = tonic)."""
+    """Read one sample: .aedat (AEDAT 2.0), .aedat4 (tonic), DVS128 Gesture segment or tonic .npy."""
+    from .gesture import SEP, load_gesture_sample
+
+    if SEP in path or path.endswith(".npy"):
+        return load_gesture_sample(path)
     try:
         if path.endswith(".aedat4"):
             return read_aedat4(Path(path), transpose)
