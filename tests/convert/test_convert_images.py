@@ -12,6 +12,7 @@ from convert_data import make_cifar10, make_cifar100, make_fashion, make_jpeg_tr
 from PIL import Image
 
 from tools.convert import convert, read_samples, verify
+from tools.convert.common import natural_key
 from tools.convert.sources import read_idx, scan_cifar10, scan_cifar100
 from tools.convert.units import ffcv_encode
 
@@ -217,3 +218,13 @@ def test_ffcv_encode_equals_rgbimagefield(tmp_path):
         m, h, w, data = ffcv_encode(img, opts, "train", 0)
         assert (m, h, w) == (IMAGE_MODES[mode], meta["height"][0], meta["width"][0])
         np.testing.assert_array_equal(data, store["buf"])
+
+
+def test_folder_tree_split_by_fraction(tmp_path):
+    tree = make_jpeg_tree(tmp_path / "src") / "train"  # one class-folder tree: cat 4 files, dog 5 files
+    man = convert("folder", tree, tmp_path / "out", "dali", val_fraction=0.3, progress=False)
+    assert man["splits"]["train"]["per_class"] == [2, 3] and man["splits"]["val"]["per_class"] == [2, 2]
+    val = list(read_samples(tmp_path / "out", "val"))
+    cat_val = sorted((tree / "cat").iterdir(), key=lambda p: natural_key(p.name))[-2:]  # cat_2.JPEG, extra_png
+    assert [f.name for f in cat_val] == ["cat_2.JPEG", "extra_png.png"]
+    np.testing.assert_array_equal(val[0][0], np.asarray(Image.open(cat_val[0]).convert("RGB")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +35,9 @@ def _iter_beton(path: Path, kind: str) -> Iterator[tuple[np.ndarray, int]]:
     import cv2
     from ffcv.reader import Reader
 
-    r = Reader(str(path))
+    with warnings.catch_warnings():  # ffcv warns that torch lacks uint16 when it sees the frames field
+        warnings.simplefilter("ignore")
+        r = Reader(str(path))
     data = np.memmap(path, np.uint8, mode="r")
     sizes = dict(zip(r.alloc_table["ptr"].tolist(), r.alloc_table["size"].tolist()))
     col = {name: r.metadata[f"f{i}"] for i, name in enumerate(r.field_names)}  # ffcv names columns f0, f1, ..
