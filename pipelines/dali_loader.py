@@ -1,0 +1,103 @@
+"""dali backend: webdataset shards + idx read on the host, DALI decode (ROI) + resize + flip.
+
+CPU: `device_id=None` pipeline; CUDA (needs CUDA): `mixed` decoder, GPU resize. Crop windows and flips
+come from (seed, epoch, index) through `external_source`, so batches are resumable mid-epoch.
+Tiny-image numpy shards need no decode: they are gathered on the host and resized/flipped on the device.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.base import DataError, Loader, mix_seed
+from pipelines.crops import center_window, jpeg_size, rrc_window
+from pipelines.shards import ArrayShards, TarShards, require_manifest
+
+
+class DALILoader(Loader):
+    """DALI pipeline fed per batch with JPEG bytes, crop windows and flips."""
+
+    def _read_labels(self) -> np.ndarray:
+        self.manifest = require_manifest(self.cfg.path, "dali")
+        if self.manifest.get("kind") == "frames":
+            raise ValueError(f"{self.cfg.path} holds event frames: use data.backend=dvs")
+        root = Path(self.cfg.path) / self.split
+        self.tars = TarShards(root) if list(root.glob("shard-*.tar")) else None
+        self.arrays = None if self.tars else ArrayShards(root, "images")
+        self._pipe = None
+        return (self.tars or self.arrays).labels
+
+    def _build(self):
+        from nvidia.dali import fn, pipeline_def, types
+
+        cuda = self.device.type == "cuda"
+        h, w = self.recipe.size
+        interp = types.INTERP_CUBIC if self.cfg.interpolation == "bicubic" else types.INTERP_LINEAR
+
+        @pipeline_def(batch_size=self.batch_size, num_threads=max(1, self.cfg.workers), exec_async=False,
+                      exec_pipelined=False, device_id=self.device.index or 0 if cuda else None)
+        def pipe():
+            jpegs = fn.external_source(name="jpegs", dtype=types.UINT8, ndim=1)
+            anchor = fn.external_source(name="anchor", dtype=types.FLOAT, ndim=1)  # (x, y) pixels
+            shape = fn.external_source(name="shape", dtype=types.FLOAT, ndim=1)  # (w, h) pixels
+            flip = fn.external_source(name="flip", dtype=types.INT32, ndim=0)
+            img = fn.decoders.image_slice(jpegs, anchor, shape, axis_names="WH", normalized_anchor=False,
+                                          normalized_shape=False, output_type=types.RGB,
+                                          device="mixed" if cuda else "cpu")  # needs CUDA for "mixed"
+            img = fn.resize(img, resize_x=w, resize_y=h, interp_type=interp, antialias=True)
+            return fn.flip(img, horizontal=flip)  # [H, W, 3] uint8
+
+        self._pipe = pipe()
+        self._pipe.build()
+
+    def _windows(self, blobs: list[bytes], idx: np.ndarray):
+        base = mix_seed(self.seed, self.epoch, 0x5A)
+        anchors, shapes, flips = [], [], []
+        for data, i in zip(blobs, idx.tolist()):
+            try:
+                H, W = jpeg_size(data)
+            except ValueError as e:
+                raise DataError(f"{self.tars.name(i)} (sample {i}): {e}") from e
+            seed = mix_seed(base, i)  # same per-sample seed as the torchvision backend -> same crop and flip
+            rng = random.Random(seed)
+            if not self.train:
+                t, l, ch, cw = center_window(H, W, self.recipe.size, self.recipe.eval_resize)
+            elif self.recipe.random_crop:
+                t, l, ch, cw = rrc_window(rng, H, W)
+            else:
+                t, l, ch, cw = 0, 0, H, W
+            anchors.append(np.array([l, t], np.float32))
+            shapes.append(np.array([cw, ch], np.float32))
+            flip = self.train and bool(torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5)
+            flips.append(np.array(int(flip), np.int32))
+        return anchors, shapes, flips
+
+    def _batches(self, order: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.arrays is not None:
+            yield from self.arrays.batches(self, order)
+            return
+        if self._pipe is None:
+            self._build()
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            blobs = [self.tars.read(i) for i in idx.tolist()]
+            anchors, shapes, flips = self._windows(blobs, idx)
+            for name, data in (("jpegs", [np.frombuffer(b, np.uint8) for b in blobs]), ("anchor", anchors),
+                               ("shape", shapes), ("flip", flips)):
+                self._pipe.feed_input(name, data)
+            try:
+                (out,) = self._pipe.run()
+            except RuntimeError as e:
+                raise self.tars.explain(idx, blobs, e) from e
+            yield _to_torch(out, self.device), torch.from_numpy(self.labels[idx])
+
+
+def _to_torch(out, device: torch.device) -> torch.Tensor:
+    """DALI TensorList (uniform shape) -> torch uint8 [B, H, W, 3]."""
+    if hasattr(out, "as_cpu") and device.type == "cuda":  # needs CUDA: DLPack hand-over, no host copy
+        return torch.from_dlpack(out.as_tensor())
+    return torch.from_numpy(np.array(out.as_tensor()))

@@ -1,0 +1,123 @@
+"""Readers of the converter's DALI layout: webdataset tar shards + idx, and numpy array shards."""
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.base import DataError, mix_seed
+
+
+def require_manifest(root: str, fmt: str) -> dict:
+    """OUT/manifest.json of a finished conversion in format `fmt`, or one clear error."""
+    p = Path(root) / "manifest.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} is missing: {root} is not a finished `dassdp-convert --format {fmt}` "
+                                f"output (the manifest is written last); run the conversion again")
+    m = json.loads(p.read_text())
+    if m.get("format") != fmt:
+        raise ValueError(f"{p} says format={m.get('format')!r}, but data.backend needs {fmt!r}")
+    return m
+
+
+class TarShards:
+    """Random access to `<key>.jpg` / `<key>.cls` members through the wds2idx v1.2 index files."""
+
+    def __init__(self, root: Path):
+        self.tars = sorted(root.glob("shard-*.tar"))
+        shard, off, size, cls_off = [], [], [], []
+        for s, tar in enumerate(self.tars):
+            idx = tar.with_suffix(".idx")
+            if not idx.is_file():
+                raise FileNotFoundError(f"{idx} is missing (DALI index of {tar.name}); re-run the conversion")
+            lines = idx.read_text().split("\n")
+            for line in lines[1:]:
+                tok = line.split()
+                if not tok:
+                    continue
+                comp = {tok[k]: (int(tok[k + 1]), int(tok[k + 2])) for k in range(0, len(tok), 4)}
+                if "jpg" not in comp or "cls" not in comp:
+                    raise ValueError(f"{idx}: line {line!r} lacks a jpg or cls member")
+                shard.append(s)
+                off.append(comp["jpg"][0])
+                size.append(comp["jpg"][1])
+                cls_off.append(comp["cls"][0])
+        self.shard, self.off, self.size = np.array(shard), np.array(off), np.array(size)
+        self.maps = [np.memmap(t, dtype=np.uint8, mode="r") for t in self.tars]
+        cls = np.array(cls_off)
+        self.labels = np.empty(len(shard), dtype=np.int64)
+        for s, mm in enumerate(self.maps):
+            sel = np.nonzero(self.shard == s)[0]
+            if len(sel) and cls[sel].max() + 8 > len(mm):
+                raise DataError(f"{self.tars[s]} is shorter than its index says; the shard is truncated")
+            raw = mm[cls[sel, None] + np.arange(8)]  # [n, 8] little-endian int64
+            self.labels[sel] = raw.copy().view("<i8")[:, 0]
+
+    def name(self, i: int) -> str:
+        """Shard file and member of sample i."""
+        return f"{self.tars[self.shard[i]]}:{self.off[i]}"
+
+    def read(self, i: int) -> bytes:
+        """JPEG bytes of sample i."""
+        mm = self.maps[self.shard[i]]
+        o, n = self.off[i], self.size[i]
+        if o + n > len(mm):
+            raise DataError(f"{self.tars[self.shard[i]]} (sample {i}) ends before its JPEG; shard truncated")
+        return mm[o:o + n].tobytes()
+
+    def explain(self, idx: np.ndarray, blobs: list[bytes], err: Exception) -> DataError:
+        """The DataError naming the sample of a failed batch that does not decode."""
+        from PIL import Image
+
+        for i, b in zip(idx.tolist(), blobs):
+            try:
+                Image.open(io.BytesIO(b)).load()
+            except Exception as e:  # noqa: BLE001 - we only name the culprit
+                return DataError(f"{self.name(i)} (sample {i}) failed to decode: {e}")
+        return DataError(f"DALI failed on samples {idx.tolist()} of {self.tars[0].parent}: {err}")
+
+
+class ArrayShards:
+    """`<stem>-%05d.npy` + `labels-%05d.npy` shards, memory-mapped and concatenated in sample order."""
+
+    def __init__(self, root: Path, stem: str):
+        files = sorted(root.glob(f"{stem}-*.npy"))
+        if not files:
+            raise FileNotFoundError(f"no {stem}-*.npy shards under {root}; re-run the conversion")
+        self.parts, labels = [], []
+        for f in files:
+            lab = f.with_name(f.name.replace(stem, "labels"))
+            if not lab.is_file():
+                raise FileNotFoundError(f"{lab} is missing (labels of {f.name})")
+            self.parts.append(np.load(f, mmap_mode="r"))
+            labels.append(np.load(lab))
+            if len(labels[-1]) != len(self.parts[-1]):
+                raise DataError(f"{f} holds {len(self.parts[-1])} samples but {lab.name} {len(labels[-1])}")
+        self.labels = np.concatenate(labels).astype(np.int64)
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def gather(self, idx: np.ndarray) -> np.ndarray:
+        """Samples idx stacked (one copy)."""
+        shard = np.searchsorted(self.starts, idx, side="right") - 1
+        return np.stack([self.parts[s][i - self.starts[s]] for s, i in zip(shard.tolist(), idx.tolist())])
+
+    def batches(self, loader, order: np.ndarray):
+        """uint8 [B, 3, H, W] batches resized to the model input (bicubic) and flipped per sample."""
+        base = mix_seed(loader.seed, loader.epoch, 0x5A)
+        size = loader.recipe.size
+        for s in range(0, len(order), loader.batch_size):
+            idx = order[s:s + loader.batch_size]
+            x = torch.from_numpy(self.gather(idx)).to(loader.device).permute(0, 3, 1, 2)  # [B, 3, h, w]
+            if tuple(x.shape[-2:]) != size:
+                mode = "bicubic" if loader.cfg.interpolation == "bicubic" else "bilinear"
+                x = torch.nn.functional.interpolate(x.float(), size=size, mode=mode, antialias=True)
+                x = x.round_().clamp_(0, 255).to(torch.uint8)
+            if loader.train:
+                flip = [random.Random(mix_seed(base, i)).random() < 0.5 for i in idx.tolist()]
+                f = torch.tensor(flip, device=x.device).view(-1, 1, 1, 1)
+                x = torch.where(f, x.flip(-1), x)
+            yield x, torch.from_numpy(self.labels[idx])
