@@ -225,6 +225,6 @@ def test_folder_tree_split_by_fraction(tmp_path):
     man = convert("folder", tree, tmp_path / "out", "dali", val_fraction=0.3, progress=False)
     assert man["splits"]["train"]["per_class"] == [2, 3] and man["splits"]["val"]["per_class"] == [2, 2]
     val = list(read_samples(tmp_path / "out", "val"))
-    cat_val = sorted((tree / "cat").iterdir(), key=lambda p: natural_key(p.name))[-2:]  # cat_2.JPEG, extra_png
+    cat_val = sorted((tree / "cat").iterdir(), key=lambda p: natural_key(p.name))[-2:]
     assert [f.name for f in cat_val] == ["cat_2.JPEG", "extra_png.png"]
     np.testing.assert_array_equal(val[0][0], np.asarray(Image.open(cat_val[0]).convert("RGB")))
