@@ -47,6 +47,11 @@ def guarded_iter(ffcv_loader, path: Path):
 
 
 
+def make_order(owner):
+    """An ffcv `order` that plays back `owner`'s sharded, resumable order."""
+    return _order_class()(owner)
+
+
 def _order_class():
     from ffcv.traversal_order.base import TraversalOrder
 
@@ -133,7 +138,7 @@ class FFCVLoader(Loader):
 
         self._ffcv = FfcvLoader(str(self.beton), batch_size=self.batch_size,
                                 num_workers=max(1, self.cfg.workers), os_cache=self.cfg.os_cache,
-                                order=_order_class()(self), pipelines=self._pipelines(),
+                                order=make_order(self), pipelines=self._pipelines(),
                                 drop_last=self.drop_last, seed=self.seed, batches_ahead=2)
 
     def _batches(self, order: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
