@@ -133,3 +133,10 @@ def test_cifar10dvs_corrupt_file(tmp_path):
     )
     assert [s["file"] for s in man["skipped"]] == [str(bad)]
     assert man["splits"]["train"]["per_class"] == [2, 1] and verify(tmp_path / "out")["train"] == 3
+
+
+def test_truncated_real_aedat4_is_named(tmp_path, shared_data):
+    f = tmp_path / "cut.aedat4"
+    f.write_bytes((shared_data / "events" / "sample.aedat4").read_bytes()[:500_000])
+    with pytest.raises(ConvertError, match=r"cut\.aedat4: unreadable AEDAT4 file"):
+        read_aedat4(f)

@@ -57,7 +57,9 @@ def read_aedat4(path: Path, transpose: bool = True) -> dict[str, np.ndarray]:
 
     try:
         ev = tonic.io.read_aedat4(str(path))
-    except Exception as e:
+    except BaseException as e:  # the Rust reader may raise pyo3's PanicException (a BaseException)
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
         raise ConvertError(
             f"{path}: unreadable AEDAT4 file ({type(e).__name__}: {e}); re-extract it."
         ) from None
