@@ -30,7 +30,10 @@ class ChunkDataset:
 
     def __init__(self, chunks: list[Path], kind: str):
         self.chunks, self.kind = [Path(c) for c in chunks], kind
-        self.counts = [len(np.load(c)["labels"]) for c in self.chunks]
+        self.counts = []
+        for c in self.chunks:
+            with np.load(c) as z:  # npz members load lazily: only the labels are read here
+                self.counts.append(len(z["labels"]))
         self.starts = np.cumsum([0] + self.counts)
         self._cache: tuple[int, dict] | None = None
 
@@ -52,14 +55,15 @@ class ChunkDataset:
         data = z["data"][z["offsets"][j] : z["offsets"][j + 1]]
         return (int(z["mode"][j]), int(z["height"][j]), int(z["width"][j]), data), label
 
-    def max_sample_bytes(self) -> int:
+    def max_sample_bytes(self, frame_bytes: int) -> int:
+        """Largest stored sample (reads only the small 'offsets' member of each image chunk)."""
+        if self.kind == "frames":
+            return frame_bytes
         best = 0
-        for c in range(len(self.chunks)):
-            z = self._chunk(c)
-            if self.kind == "frames":
-                best = max(best, z["frames"][0].nbytes if len(z["frames"]) else 0)
-            elif len(z["labels"]):
-                best = max(best, int(np.diff(z["offsets"]).max()))
+        for c, n in zip(self.chunks, self.counts):
+            if n:
+                with np.load(c) as z:
+                    best = max(best, int(np.diff(z["offsets"]).max()))
         return best
 
 
@@ -95,7 +99,8 @@ def write_beton(
 
     ds = ChunkDataset(chunks, kind)
     page = MIN_PAGE
-    while page < 2 * ds.max_sample_bytes():
+    W, H = opts["sensor_size"]
+    while page < 2 * ds.max_sample_bytes(opts["T"] * 2 * H * W * 2):
         page *= 2
     tmp = tmp_name(tmp_base)
     writer = DatasetWriter(str(tmp), _fields(kind, opts), page_size=page, num_workers=1)
