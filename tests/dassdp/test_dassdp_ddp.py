@@ -13,7 +13,7 @@ from dassdp.config import DASSDPConfig
 from dassdp.functional import delta_w
 from dassdp.hook import DASSDPHook
 
-STEPS, WARMUP = 6, 3
+STEPS, WARMUP = 4, 2
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
