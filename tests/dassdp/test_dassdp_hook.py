@@ -52,15 +52,18 @@ def test_no_weight_change_during_warmup_then_rule_acts():
         assert {f"dassdp/{site}/{m}" for m in names} <= set(metrics[-1])
 
 
-def test_warmup_matches_a_run_without_the_hook():
-    batches = make_batches(4)
-    with_hook, hook, opt = setup_run(warmup_epochs=1)  # steps_per_epoch 4 in train_steps below
+def test_warmup_by_epoch_matches_a_run_without_the_hook():
+    batches = make_batches(5)
+    with_hook, hook, opt = setup_run(warmup_epochs=1)  # 4 steps per epoch in train_steps below
     plain = build(0)
     opt_plain = torch.optim.SGD(plain.parameters(), lr=0.05, momentum=0.9)
-    train_steps(with_hook, opt, hook, batches, range(4), steps_per_epoch=4)
+    train_steps(with_hook, opt, hook, batches, range(4), steps_per_epoch=4)  # epoch 0: warm-up
     train_steps(plain, opt_plain, None, batches, range(4), steps_per_epoch=4)
     assert same(params(with_hook), params(plain))
     assert not hook.in_warmup(epoch=1, step=4) and hook.in_warmup(epoch=0, step=999)
+    train_steps(with_hook, opt, hook, batches, [4], steps_per_epoch=4)  # epoch 1: the rule acts
+    train_steps(plain, opt_plain, None, batches, [4], steps_per_epoch=4)
+    assert hook.applied_steps == 1 and not torch.equal(with_hook.classifier.weight, plain.classifier.weight)
 
 
 def test_gate_is_fitted_once_from_the_warmup_sums():
