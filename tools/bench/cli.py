@@ -81,6 +81,17 @@ def run_mode(mode: str, args: argparse.Namespace, device: torch.device, cache: P
     return s, bench
 
 
+def load_warning(environment: dict) -> str | None:
+    """A sentence when other work shared the CPU while measuring (1-minute load above the core count)."""
+    cores = environment["hardware"]["usable_cores"]
+    load = max(environment["load_average_start"][0], environment["load_average_end"][0])
+    if load <= cores:
+        return None
+    return (f"measured under load: 1-minute load average up to {load:.1f} on {cores} cores, so figures are "
+            f"lower and noisier than on an idle machine; multi-threaded torch ops suffer most (OpenMP threads "
+            f"spin while waiting): compare with --threads 1 or OMP_WAIT_POLICY=passive")
+
+
 def new_document(args: argparse.Namespace, argv: list[str], device: torch.device) -> dict:
     """The JSON skeleton: command, time, environment (hardware, threads, versions, git, load)."""
     return {"schema": report.SCHEMA_VERSION, "tool": "dassdp-bench", "command": ["dassdp-bench", *argv],
@@ -112,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         doc["ratios"] += bench.ratios
         doc["notes"] += bench.notes
     doc["environment"]["load_average_end"] = env.load_average()
+    warning = load_warning(doc["environment"])
+    if warning:
+        doc["notes"].append(warning)
+        print(f"[dassdp-bench] WARNING: {warning}", file=sys.stderr)
     path = args.json or Path("bench-out") / f"{args.mode}.json"
     report.write_json(doc, path)
     if not args.no_charts:

@@ -28,7 +28,8 @@ def torchvision_loader(tree: Path, s: dict):
     tf = create_transform(s["size"], is_training=True, color_jitter=None, interpolation="bicubic")
     ds = ImageFolder(str(tree / "train"), transform=tf)
     return torch.utils.data.DataLoader(ds, batch_size=s["batch_size"], shuffle=True, drop_last=True,
-                                       num_workers=s["workers"], persistent_workers=s["workers"] > 0)
+                                       num_workers=s["workers"], persistent_workers=s["workers"] > 0,
+                                       pin_memory=s["device"].startswith("cuda"))
 
 
 def converted(tree: Path, fmt: str) -> Path:
@@ -41,6 +42,15 @@ def converted(tree: Path, fmt: str) -> Path:
     return out
 
 
+def device_accelerator(device: str):
+    """None on CPU; on CUDA an accelerate.Accelerator, so that ffcv uses ToDevice and DALI mixed decode."""
+    if not device.startswith("cuda"):
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator()
+
+
 def pipeline_loader(tree: Path, backend: str, s: dict):
     """pipelines.build_loader on the converted data, with the same augmentation as the baseline."""
     from pipelines import build_loader
@@ -49,18 +59,21 @@ def pipeline_loader(tree: Path, backend: str, s: dict):
     cfg = DataConfig(dataset="folder", backend=backend, path=str(converted(tree, backend)),
                      batch_size=s["batch_size"], workers=s["workers"], input_size=[3, s["size"], s["size"]],
                      augment=None, mixup=False, cutout=False, label_smoothing=0.0, interpolation="bicubic")
-    return build_loader(cfg, "train", None, seed=0)
+    return build_loader(cfg, "train", device_accelerator(s["device"]), seed=0)
 
 
-def epoch_case(loader):
-    """A case that iterates one epoch and returns the number of images (checks the batch shape)."""
+def epoch_case(loader, device: str = "cpu"):
+    """A case that iterates one epoch and returns the number of images; batches end on `device`."""
     epochs = itertools.count()
+    dev = torch.device(device)
 
     def run() -> int:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(next(epochs))
         n = 0
         for images, _ in loader:
+            if images.device != dev:  # the torchvision baseline hands over CPU tensors
+                images = images.to(dev, non_blocking=True)
             n += images.shape[0]  # [B, C, H, W]
         if n == 0:
             raise RuntimeError("the loader yielded no batch: too few images for one batch?")
@@ -83,7 +96,7 @@ def run(bench: Bench, s: dict, cache: Path) -> None:
             loader = pipeline_loader(tree, name, s)
         else:
             raise ValueError(f"loaders: unknown case {name!r}; choose from torchvision, ffcv, dali")
-        cases[name] = epoch_case(loader)
+        cases[name] = epoch_case(loader, s["device"])
     threads = {"torchvision": f"DataLoader {s['workers']} worker processes",
                "ffcv": f"{s['workers']} numba worker threads", "dali": f"{s['workers']} DALI CPU threads"}
     baseline = "torchvision" if "torchvision" in cases else None

@@ -3,11 +3,14 @@
 One configuration = variant, resolution, T, batch, dtype (written "name:res:T:B:dtype"). For each one the
 eager model and (when `compile` is on) `torch.compile` of the same model are timed interleaved, training
 step (forward + backward + AdamW + neuron reset) and inference forward separately. When `official` is on
-and `models.bench` can build the official implementation, it joins as a third case (same batch, dtype).
+and models.bench knows the same configuration (variant, batch, T, resolution), the official implementation
+joins the training comparison through models.bench's worker process (its own spikingjelly 0.0.0.0.14, the
+official code outside this repo, OFFICIAL_DIR), interleaved with ours; the ratio eager/official is recorded.
 """
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 
@@ -16,76 +19,115 @@ from tools.bench.stepper import Stepper, synthetic_batch
 
 FULL = {"configs": ["spikingresformer_cifar:32:4:32:fp32", "spikingresformer_cifar:32:4:32:bf16",
                     "spikingresformer_ti:224:4:8:fp32", "spikingresformer_ti:224:4:8:bf16"],
-        "compile": True, "official": True, "num_classes": 10, "steps_per_repeat": 1, "warmup": 2,
-        "repeats": 5, "forward": True}
+        "compile": True, "official": True, "steps_per_repeat": 1, "warmup": 2,
+        "repeats": 5, "forward": True, "channels_last": True}
 QUICK = {**FULL, "configs": ["spikingresformer_cifar:32:4:8:fp32"], "compile": False, "repeats": 3,
          "warmup": 1}
 
 
 def parse_config(text: str) -> dict:
-    """'name:res:T:B:dtype' -> dict (a clear error for anything else)."""
+    """'name:res:T:B:dtype' -> dict with the variant's class count (a clear error for anything else)."""
     parts = text.split(":")
     if len(parts) != 5:
         raise ValueError(f"model: config {text!r} must be name:res:T:B:dtype, "
                          "e.g. spikingresformer_ti:224:4:8:bf16")
     name, res, T, B, dtype = parts
-    return {"name": name, "res": int(res), "T": int(T), "B": int(B), "dtype": dtype}
+    from models import ARCHS
+
+    if name not in ARCHS:
+        raise ValueError(f"model: config {text!r}: unknown variant {name!r}; choose from {sorted(ARCHS)}")
+    return {"name": name, "res": int(res), "T": int(T), "B": int(B), "dtype": dtype,
+            "classes": ARCHS[name].num_classes}
 
 
-def build(c: dict, num_classes: int, device: torch.device) -> torch.nn.Module:
-    """Our model for one configuration, channels-last on `device`."""
+def build(c: dict, s: dict, device: torch.device) -> torch.nn.Module:
+    """Our model for one configuration (models.build_model; channels-last as configured) on `device`."""
     from models import build_model
     from models.config import ModelConfig
 
-    cfg = ModelConfig(name=c["name"], T=c["T"], num_classes=num_classes, img_size=c["res"], in_channels=3)
-    return build_model(cfg).to(device).to(memory_format=torch.channels_last)
+    cfg = ModelConfig(name=c["name"], T=c["T"], num_classes=c["classes"], img_size=c["res"], in_channels=3,
+                      channels_last=s["channels_last"])
+    return build_model(cfg).to(device)
 
 
-def official(c: dict, num_classes: int, device: torch.device) -> torch.nn.Module | None:
-    """The official implementation through models.bench (None when it is not available here)."""
-    try:
+class OfficialWorker:
+    """The official implementation in a worker process of models.bench (its own spikingjelly 0.0.0.0.14).
+
+    One case call = one training step timed from here (the pipe adds well under a millisecond).
+    """
+
+    def __init__(self, key: str):
         from models import bench as mbench
-    except ImportError:
+
+        self.mbench, self.key = mbench, key
+        self.proc = mbench._spawn("official", os.environ.get("OFFICIAL_DIR", "/work/external"))
+
+    @staticmethod
+    def find(c: dict) -> str | None:
+        """The models.bench config key equal to `c` (variant, batch, T, resolution), or None."""
+        try:
+            from models import bench as mbench
+        except ImportError:
+            return None
+        for key, (variant, B, T, px, _) in mbench.CONFIGS.items():
+            if (variant, B, T, px) == (c["name"], c["B"], c["T"], c["res"]):
+                return key
         return None
-    make = getattr(mbench, "build_official", None)
-    if make is None:
-        return None
-    return make(c["name"], T=c["T"], num_classes=num_classes, img_size=c["res"], device=device)
+
+    def case(self, dtype: str, images: int):
+        """A harness case: one official training step; returns the number of images."""
+        req = {"config": self.key, "dtype": dtype, "compile": False, "steps": 1, "warmup": 0}
+
+        def run() -> int:
+            out = self.mbench._ask(self.proc, req)
+            if not out.get("ok"):
+                raise RuntimeError(f"official worker failed: {out.get('error')}")
+            return images
+        return run
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def steppers(c: dict, s: dict, device: torch.device) -> dict[str, Stepper]:
-    """eager / compiled / official steppers for one configuration (compiled shares nothing with eager)."""
+    """eager / compiled steppers for one configuration (compiled is a separate copy of the weights)."""
+    from models import compile_model
+
     torch.manual_seed(0)
-    model = build(c, s["num_classes"], device)
+    model = build(c, s, device)
     out = {"eager": Stepper(model, dtype=c["dtype"])}
     if s["compile"]:
         twin = copy.deepcopy(model)
-        out["compiled"] = Stepper(twin, dtype=c["dtype"], forward_model=torch.compile(twin))
-    if s["official"]:
-        ref = official(c, s["num_classes"], device)
-        if ref is not None:
-            out["official"] = Stepper(ref, dtype=c["dtype"])
+        out["compiled"] = Stepper(twin, dtype=c["dtype"], forward_model=compile_model(twin))
     return out
 
 
 def run_config(bench: Bench, c: dict, s: dict) -> None:
-    """Time one configuration: training step and forward, interleaved, then peak memory."""
+    """Time one configuration: training step (with the official code if it matches) and forward."""
     dev = bench.device
     st = steppers(c, s, dev)
-    if s["official"] and "official" not in st:
-        bench.notes.append("model: no official implementation here (models.bench.build_official)")
-    x, y = synthetic_batch(c["B"], 3, c["res"], s["num_classes"], dev)
+    x, y = synthetic_batch(c["B"], 3, c["res"], c["classes"], dev, channels_last=s["channels_last"])
     label = f"{c['name']} {c['res']}px T={c['T']} B={c['B']} {c['dtype']}"
     extra = {"label": label, "config": c}
     n = s["steps_per_repeat"]
     train = {k: _images(v.case(x, y, n), c["B"]) for k, v in st.items()}
-    base = "official" if "official" in st else "eager"
-    bench.compare(train, metric="train_images_per_s", unit="images/s", warmup=s["warmup"],
-                  repeats=s["repeats"], baseline=base, **extra)
+    key = OfficialWorker.find(c) if s["official"] and dev.type == "cpu" and n == 1 else None
+    worker = OfficialWorker(key) if key else None
+    if worker:
+        train["official"] = worker.case(c["dtype"], c["B"])
+    elif s["official"]:
+        bench.notes.append(f"model {label}: no official run (models.bench.CONFIGS has no such configuration)")
+    try:
+        bench.compare(train, metric="train_images_per_s", unit="images/s", warmup=s["warmup"],
+                      repeats=s["repeats"], baseline="official" if worker else "eager", **extra)
+    finally:
+        if worker:
+            worker.close()
     if s["forward"]:
         fwd = {k: _forward_case(v, x, n) for k, v in st.items()}
         bench.compare(fwd, metric="forward_images_per_s", unit="images/s", warmup=s["warmup"],
-                      repeats=s["repeats"], baseline=base, **extra)
+                      repeats=s["repeats"], baseline="eager" if len(fwd) > 1 else None, **extra)
     for k, v in st.items():
         with PeakMemory(dev) as pm:
             timed(v.case(x, y, 1), dev)

@@ -1,0 +1,104 @@
+"""Mode `e2e`: the real trainer (launch.trainer.Trainer) end to end: steps/s and the data-wait share.
+
+The trainer is built from a Config (tiny model, the real-photo JPEG tree of the loaders mode, one loader
+backend per case, DA-SSDP on by default) and driven epoch by epoch through `Trainer.train_epoch`, capped by
+`train.max_steps_per_epoch`. Its training loader is wrapped in a proxy that measures the time spent in
+`next()`: data wait share = that time / the epoch's wall time. Backends run interleaved A B A B.
+"""
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+from pathlib import Path
+
+from tools.bench.harness import Bench
+from tools.bench.mode_loaders import converted
+from tools.bench.photos import build_tree
+
+FULL = {"model": "spikingresformer_tiny", "T": 4, "size": 224, "batch_size": 32, "workers": 2,
+        "backends": ["torchvision", "ffcv", "dali"], "images": 3000, "val_images": 100, "jpeg_quality": 90,
+        "steps": 20, "repeats": 3, "warmup": 1, "amp": False, "dassdp": True}
+QUICK = {**FULL, "images": 768, "steps": 6, "repeats": 2, "batch_size": 16}
+
+
+class TimedLoader:
+    """Wraps a Loader; accumulates the seconds spent waiting in `next()`."""
+
+    def __init__(self, loader):
+        self.loader, self.wait = loader, 0.0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        it = iter(self.loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            finally:
+                self.wait += time.perf_counter() - t0
+            yield batch
+
+
+def build_config(backend: str, data_path: Path, out: Path, s: dict):
+    """The trainer's Config for one backend (strict schema, derived values filled in)."""
+    from launch.config import derive, from_dict
+
+    raw = {"model": {"name": s["model"], "T": s["T"]},
+           "data": {"dataset": "folder", "backend": backend, "path": str(data_path),
+                    "batch_size": s["batch_size"], "workers": s["workers"],
+                    "input_size": [3, s["size"], s["size"]], "augment": None, "mixup": False},
+           "train": {"epochs": 1000, "output_dir": str(out), "amp": s["amp"],
+                     "max_steps_per_epoch": s["steps"], "eval_every": 1000},
+           "dassdp": {"enabled": s["dassdp"], "warmup_steps": 2},
+           "log": {"tensorboard": False, "progress": False, "every_steps": 1000}}
+    return derive(from_dict(raw, "<dassdp-bench e2e>"), "<dassdp-bench e2e>")
+
+
+def trainer_case(trainer, waits: list[float]):
+    """A case running one capped epoch of the trainer; appends the data-wait share; returns steps done."""
+    proxy = TimedLoader(trainer.train_loader)
+    trainer.train_loader = proxy
+    epochs = itertools.count()
+
+    def run() -> int:
+        proxy.wait, step0 = 0.0, trainer.state.step
+        trainer.state.batch = 0  # a fresh epoch each call
+        t0 = time.perf_counter()
+        trainer.train_epoch(next(epochs))
+        waits.append(proxy.wait / (time.perf_counter() - t0))
+        return trainer.state.step - step0
+    return run
+
+
+def run(bench: Bench, s: dict, cache: Path) -> None:
+    """Build one trainer per backend, run capped epochs interleaved; steps/s, images/s, data wait."""
+    from launch.trainer import Trainer, build_accelerator
+
+    tree = build_tree(cache / f"photos-{s['images']}-{s['val_images']}-q{s['jpeg_quality']}",
+                      s["images"], s["val_images"], quality=s["jpeg_quality"])
+    cases, waits = {}, {}
+    with tempfile.TemporaryDirectory(prefix="dassdp-bench-e2e-") as tmp:
+        for backend in s["backends"]:
+            path = tree if backend == "torchvision" else converted(tree, backend)
+            cfg = build_config(backend, path, Path(tmp) / backend, s)
+            trainer = Trainer(cfg, build_accelerator(cfg))
+            waits[backend] = []
+            cases[backend] = trainer_case(trainer, waits[backend])
+        label = f"{s['model']} {s['size']}px T={s['T']} B={s['batch_size']} dassdp={s['dassdp']}"
+        extra = {"label": label, "loader_workers": s["workers"]}
+        base = "torchvision" if "torchvision" in cases else None
+        samples = bench.compare(cases, metric="train_steps_per_s", unit="steps/s", warmup=s["warmup"],
+                                repeats=s["repeats"], baseline=base, **extra)
+        for backend, vals in samples.items():
+            B = s["batch_size"]
+            bench.add(backend, "train_images_per_s", "images/s", [v * B for v in vals], **extra)
+            shares = [100 * w for w in waits[backend][-len(vals):]]  # the timed epochs, not the warm-up
+            bench.add(backend, "data_wait_share", "%", shares, **extra)
