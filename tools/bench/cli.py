@@ -88,8 +88,8 @@ def load_warning(environment: dict) -> str | None:
     if load <= cores:
         return None
     return (f"measured under load: 1-minute load average up to {load:.1f} on {cores} cores, so figures are "
-            f"lower and noisier than on an idle machine; multi-threaded torch ops suffer most (OpenMP threads "
-            f"spin while waiting): compare with --threads 1 or OMP_WAIT_POLICY=passive")
+            f"lower and noisier than on an idle machine; multi-threaded torch ops suffer most (OpenMP "
+            f"threads spin while waiting): compare with --threads 1 or OMP_WAIT_POLICY=passive")
 
 
 def new_document(args: argparse.Namespace, argv: list[str], device: torch.device) -> dict:
