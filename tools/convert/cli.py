@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
     v = sub.add_parser("verify", help="re-read OUT and check it against its manifest")
     v.add_argument("out")
+    v.add_argument("--workers", type=int, help="processes (default: all cores)")
     v.add_argument("--quiet", action="store_true")
     return ap
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if cmd == "verify":
             from .verify import verify
 
-            print(json.dumps(verify(args["out"], progress=not quiet)))
+            print(json.dumps(verify(args["out"], progress=not quiet, workers=args["workers"])))
             return 0
         from .api import convert
 

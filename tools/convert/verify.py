@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,8 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB"))  # [H, W, 3]
 
 
-def _iter_beton(path: Path, kind: str) -> Iterator[tuple[np.ndarray, int]]:
+def _iter_beton(path: Path, kind: str, start: int = 0, stop: int | None = None):
+    """Yield (sample, label) of a .beton for sample indices [start, stop)."""
     import cv2
     from ffcv.reader import Reader
 
@@ -41,7 +43,7 @@ def _iter_beton(path: Path, kind: str) -> Iterator[tuple[np.ndarray, int]]:
     data = np.memmap(path, np.uint8, mode="r")
     sizes = dict(zip(r.alloc_table["ptr"].tolist(), r.alloc_table["size"].tolist()))
     col = {name: r.metadata[f"f{i}"] for i, name in enumerate(r.field_names)}  # ffcv names columns f0, f1, ..
-    for i in range(int(r.num_samples)):
+    for i in range(start, int(r.num_samples) if stop is None else stop):
         label = int(col["label"][i])
         if kind == "frames":
             h = r.handlers["frames"]
@@ -58,6 +60,21 @@ def _iter_beton(path: Path, kind: str) -> Iterator[tuple[np.ndarray, int]]:
         yield img, label
 
 
+def _iter_part(out: Path, fmt: str, kind: str, rel: str, start: int = 0, stop: int | None = None):
+    """Yield (sample, label) of one shard file (a range of it for .beton files)."""
+    f = out / rel
+    if fmt == "ffcv":
+        yield from _iter_beton(f, kind, start, stop)
+    elif f.suffix == ".tar":
+        for _, jpeg, label in iter_shard(f, f.with_suffix(".idx")):
+            yield _decode_jpeg(jpeg), label
+    else:
+        arr = np.load(f, mmap_mode="r")
+        labels = np.load(f.with_name(f.name.replace("images-", "labels-").replace("frames-", "labels-")))
+        for a, lab in zip(arr, labels):
+            yield np.asarray(a), int(lab)
+
+
 def read_samples(out: Path, split: str) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (image RGB uint8 [H, W, 3] or frames uint16 [T, 2, H, W], label) of a split in stored order."""
     out = Path(out)
@@ -65,61 +82,82 @@ def read_samples(out: Path, split: str) -> Iterator[tuple[np.ndarray, int]]:
     if split not in man["splits"]:
         raise ConvertError(f"{out}: no split '{split}' (have {sorted(man['splits'])}).")
     for shard in man["splits"][split]["shards"]:
-        f = out / shard["file"]
-        if man["format"] == "ffcv":
-            yield from _iter_beton(f, man["kind"])
-        elif f.suffix == ".tar":
-            for _, jpeg, label in iter_shard(f, f.with_suffix(".idx")):
-                yield _decode_jpeg(jpeg), label
+        yield from _iter_part(out, man["format"], man["kind"], shard["file"])
+
+
+def _expected(man: dict) -> tuple[list | str, str]:
+    key = "frames" if man["kind"] == "frames" else "image"
+    return man["shapes"][key], man["dtypes"][key]
+
+
+def _check_part(task: tuple) -> list[int]:
+    """Decode every sample of one part and check shape/dtype; returns its labels (runs in the pool)."""
+    out, man, split, rel, start, stop = task
+    want, dt = _expected(man)
+    labels = []
+    for i, (x, lab) in enumerate(_iter_part(out, man["format"], man["kind"], rel, start, stop)):
+        shape = [x.shape[0], x.shape[1], 3] if want == "variable" else want
+        if list(x.shape) != list(shape) or x.dtype != np.dtype(dt):
+            raise ConvertError(
+                f"{out / rel}: sample {start + i} has shape {x.shape} dtype {x.dtype}, "
+                f"manifest says {want} {dt}."
+            )
+        labels.append(lab)
+    return labels
+
+
+def _check_file(task: tuple) -> None:
+    path, meta = task
+    if not path.exists():
+        raise ConvertError(f"{path}: listed in the manifest but missing.")
+    if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
+        raise ConvertError(f"{path}: checksum differs from the manifest; the file is damaged, reconvert.")
+
+
+def _parts(out: Path, man: dict, split: str, part_size: int = 5000) -> list[tuple]:
+    tasks = []
+    for shard in man["splits"][split]["shards"]:
+        if man["format"] == "ffcv":  # one file per split: verify it in ranges
+            n = shard["count"]
+            tasks += [
+                (out, man, split, shard["file"], a, min(a + part_size, n)) for a in range(0, n, part_size)
+            ]
         else:
-            arr = np.load(f, mmap_mode="r")
-            labels = np.load(f.with_name(f.name.replace("images-", "labels-").replace("frames-", "labels-")))
-            for a, lab in zip(arr, labels):
-                yield np.asarray(a), int(lab)
+            tasks.append((out, man, split, shard["file"], 0, None))
+    return tasks
 
 
-def _check_sample(man: dict, split: str, i: int, x: np.ndarray) -> None:
-    if man["kind"] == "frames":
-        want, dt = man["shapes"]["frames"], man["dtypes"]["frames"]
-    else:
-        want, dt = man["shapes"]["image"], man["dtypes"]["image"]
-        if want == "variable":
-            want = [x.shape[0], x.shape[1], 3]
-    if list(x.shape) != list(want) or x.dtype != np.dtype(dt):
-        raise ConvertError(f"{split} sample {i}: shape {x.shape} dtype {x.dtype}, manifest says {want} {dt}.")
-
-
-def verify(out: Path, progress: bool = False) -> dict:
+def verify(out: Path, progress: bool = False, workers: int | None = None) -> dict:
     """Check every file's checksum, then re-read every sample: counts, per-class counts, labels, shapes."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
-    out = Path(out)
+    out = Path(out).resolve()
     man = load_manifest(out)
-    for rel, meta in man["files"].items():
-        p = out / rel
-        if not p.exists():
-            raise ConvertError(f"{p}: listed in the manifest but missing.")
-        if p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
-            raise ConvertError(f"{p}: checksum differs from the manifest; the file is damaged, reconvert.")
     report = {"files": len(man["files"])}
-    for split, info in man["splits"].items():
-        labels = []
-        bar = tqdm(total=info["count"], desc=f"verify {split}", unit="sample", disable=not progress)
-        for i, (x, lab) in enumerate(read_samples(out, split)):
-            _check_sample(man, split, i, x)
-            labels.append(lab)
-            bar.update()
-        bar.close()
-        lab = np.array(labels, np.int64)
-        if len(lab) != info["count"]:
-            raise ConvertError(
-                f"{out}: split {split} holds {len(lab)} samples, manifest says {info['count']}."
-            )
-        per_class = np.bincount(lab, minlength=len(man["classes"])).tolist()
-        if (
-            per_class != info["per_class"]
-            or sha256_bytes(lab.astype("<i8").tobytes()) != info["labels_sha256"]
-        ):
-            raise ConvertError(f"{out}: labels of split {split} differ from the manifest.")
-        report[split] = len(lab)
+    if man["format"] == "ffcv":
+        import ffcv.reader  # noqa: F401  (import once here; forked workers inherit it)
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        list(pool.map(_check_file, [(out / rel, meta) for rel, meta in man["files"].items()]))
+        for split, info in man["splits"].items():
+            tasks = _parts(out, man, split)
+            bar = tqdm(total=info["count"], desc=f"verify {split}", unit="sample", disable=not progress)
+            labels = []
+            for part in pool.map(_check_part, tasks):  # results come back in task order
+                labels += part
+                bar.update(len(part))
+            bar.close()
+            lab = np.array(labels, np.int64)
+            if len(lab) != info["count"]:
+                raise ConvertError(
+                    f"{out}: split {split} holds {len(lab)} samples, manifest says {info['count']}."
+                )
+            per_class = np.bincount(lab, minlength=len(man["classes"])).tolist()
+            if (
+                per_class != info["per_class"]
+                or sha256_bytes(lab.astype("<i8").tobytes()) != info["labels_sha256"]
+            ):
+                raise ConvertError(f"{out}: labels of split {split} differ from the manifest.")
+            report[split] = len(lab)
     return report
