@@ -48,9 +48,10 @@ class BN(nn.Module):
             stat = bn.running_mean.dtype  # float32 (float64 for a .double() model)
             var, mean = torch.var_mean(xf.to(stat), dim=(0, 2, 3), correction=0)
             n = repeat * xf.numel() // xf.shape[1]
-            bn.running_mean.lerp_(mean, bn.momentum)
-            bn.running_var.lerp_(var * (n / max(n - 1, 1)), bn.momentum)
             bn.num_batches_tracked.add_(1)
+            w = bn.momentum if bn.momentum is not None else bn.num_batches_tracked.reciprocal().to(stat)
+            bn.running_mean.lerp_(mean, w)
+            bn.running_var.lerp_(var * (n / max(n - 1, 1)), w)
         return y
 
 
@@ -112,6 +113,18 @@ class DSSA(nn.Module):
         self.activation_out = neuron()
         self.Wproj = Conv2d(dim, dim, 1)
         self.norm_proj = BN(dim)
+
+    def _apply(self, fn, recurse: bool = True):
+        # The rate buffers keep the official 5-D shape [1, 1, h, 1, 1]; `model.to(memory_format=
+        # channels_last)` would reject a 5-D tensor, so they are converted as flat views.
+        shapes = {n: self._buffers[n].shape for n in ("firing_rate_x", "firing_rate_attn")}
+        for n in shapes:
+            self._buffers[n] = self._buffers[n].view(-1)
+        try:
+            return super()._apply(fn, recurse)
+        finally:
+            for n, s in shapes.items():
+                self._buffers[n] = self._buffers[n].view(s)
 
     def _ema_dtype(self, x: torch.Tensor) -> torch.dtype:
         # frozen_ema reproduces the original under AMP: its buffers became the autocast dtype there.
