@@ -23,7 +23,9 @@ def build_transform(recipe, cfg, train: bool):
         return create_transform(recipe.size, is_training=train, auto_augment=cfg.augment if train else None,
                                 interpolation=cfg.interpolation, mean=recipe.mean, std=recipe.std,
                                 crop_pct=recipe.crop_pct, re_prob=0.25 if (train and cfg.cutout) else 0.0,
-                                re_mode="const", re_count=1)
+                                re_mode="const", re_count=1,
+                                color_jitter=None)  # timm's default 0.4 jitter only acts without RandAugment,
+        # which the recipe always sets; off so that augment=None means crop + flip in every backend
     ops = [tvt.Resize(recipe.size, interpolation=interp)]
     if train:
         ops.append(tvt.RandomHorizontalFlip())

@@ -112,6 +112,8 @@ def write_cifar10(root: Path, n_train: int = 50, n_test: int = 20, seed: int = 0
     for b, idx in enumerate(parts, 1):
         _pickle(d / f"data_batch_{b}", xs[idx], ys[idx])
     _pickle(d / "test_batch", xs[n_train:], ys[n_train:])
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"class{k}".encode() for k in range(10)], b"num_vis": 3072}, f)
     return xs, ys
 
 

@@ -1,0 +1,75 @@
+"""Session data for the pipelines tests: real-photo JPEG tree and CIFAR pickles, converted by dassdp-convert."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# pytest's prepend mode puts tests/ on sys.path, so `import pipelines` would find tests/pipelines as an empty
+# namespace package (the editable finder runs after the path finder): put the repo root first.
+ROOT = str(Path(__file__).resolve().parents[2])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+if getattr(sys.modules.get("pipelines"), "__file__", 1) is None:
+    del sys.modules["pipelines"]
+sys.path.insert(1, str(Path(__file__).parent))
+import fixtures  # noqa: E402
+
+from pipelines import DataConfig, build_loader  # noqa: E402
+
+N_TRAIN, N_VAL, CLASSES = 32, 12, 3
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pipelines")
+
+
+@pytest.fixture(scope="session")
+def jpeg_tree(data_root) -> Path:
+    """Class folders of real-photo 500x375 JPEGs: train 32, val 12, 3 classes."""
+    return fixtures.write_folder(data_root / "src", {"train": N_TRAIN, "val": N_VAL}, classes=CLASSES)
+
+
+@pytest.fixture(scope="session")
+def converted(data_root, jpeg_tree) -> dict[str, Path]:
+    """The same tree converted by the real converter to both formats."""
+    from tools.convert.api import convert
+
+    out = {}
+    for fmt in ("ffcv", "dali"):
+        out[fmt] = data_root / fmt
+        convert("imagenet", jpeg_tree, out[fmt], fmt, progress=False, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cifar(data_root) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """CIFAR-10 pickles (50 train, 20 test) and their dassdp-convert DALI output."""
+    from tools.convert.api import convert
+
+    src = data_root / "cifar"
+    xs, ys = fixtures.write_cifar10(src, 50, 20)
+    out = data_root / "cifar_dali"
+    convert("cifar10", src, out, "dali", progress=False, workers=1)
+    return src, out, xs, ys
+
+
+def image_cfg(backend: str, path, **kw) -> DataConfig:
+    """DataConfig for the 3-class JPEG fixture."""
+    base = dict(dataset="folder", backend=backend, path=str(path), batch_size=4, workers=1, num_classes=CLASSES)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+_CACHE: dict = {}
+
+
+def cached_loader(cfg: DataConfig, split: str, **kw):
+    """One loader per (config, split) per session: ffcv compiles its pipeline once per loader (seconds)."""
+    key = (repr(cfg), split, repr(sorted(kw.items())))
+    if key not in _CACHE:
+        _CACHE[key] = build_loader(cfg, split, **kw)
+    return _CACHE[key]
