@@ -40,7 +40,7 @@ def latency(spikes: Tensor, mode: str = "last") -> Tensor:
 
 def dopamine_gate(S: Tensor, k, mu, sd, lo: float = 0.0, hi: float = 2.0) -> Tensor:
     """G_b = clip(1 + k (S_b - mu) / sd, lo, hi) -> [B]; k, mu, sd are floats or 0-d tensors."""
-    k, mu, sd = (torch.as_tensor(v, device=S.device, dtype=S.dtype) for v in (k, mu, sd))
+    k, mu, sd = (v.to(S.dtype) if isinstance(v, Tensor) else float(v) for v in (k, mu, sd))  # no H2D copy
     return (1.0 + k * (S - mu) / sd).clamp(lo, hi)  # [B]
 
 
@@ -48,13 +48,13 @@ def latency_kernel(T: int, *, a_plus: float, a_minus: float, sigma: float,
                    device=None, dtype=torch.float32) -> Tensor:
     """M[p*(T+1)+u, q*(T+1)+v] = g(u - v) * (A+ p q - A- (1 - p q)) for post code (p,u), pre code (q,v)."""
     n = T + 1
-    lat = torch.arange(n, dtype=torch.float64)
+    lat = torch.arange(n, dtype=torch.float64, device=device)  # built on the device: no H2D copy, no sync
     g = torch.exp(-(lat[:, None] - lat[None, :]) ** 2 / (2.0 * sigma ** 2))  # [n, n] (post u, pre v)
-    fired = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    fired = torch.arange(2, dtype=torch.float64, device=device)  # [0, 1]
     lam = fired[:, None] * fired[None, :]  # [2, 2] co-firing (post p, pre q)
     amp = a_plus * lam - a_minus * (1.0 - lam)  # [2, 2]
     M = amp[:, None, :, None] * g[None, :, None, :]  # [2, n, 2, n]
-    return M.reshape(2 * n, 2 * n).to(device=device, dtype=dtype)
+    return M.reshape(2 * n, 2 * n).to(dtype)
 
 
 def _codes(fired: Tensor, t: Tensor, n: int) -> Tensor:
@@ -109,8 +109,11 @@ class GateEstimator:
     def batch_sums(S: Tensor, loss) -> Tensor:
         """The six sums of one batch: S [B] synchrony, loss the batch's mean loss (repeated per sample)."""
         S = S.detach().to(torch.float64)  # [B]
-        L = torch.as_tensor(loss, device=S.device).detach().to(torch.float64).expand_as(S)  # [B]
-        n = torch.tensor(float(S.numel()), dtype=torch.float64, device=S.device)
+        if isinstance(loss, Tensor):
+            L = loss.detach().to(torch.float64).expand_as(S)  # [B]
+        else:
+            L = torch.full_like(S, float(loss))  # a fill, not a host-to-device copy
+        n = torch.full((), float(S.numel()), dtype=torch.float64, device=S.device)
         return torch.stack([n, S.sum(), (S * S).sum(), L.sum(), (L * L).sum(), (S * L).sum()])  # [6]
 
     def update(self, S: Tensor, loss, *, all_reduce: bool = True) -> None:
