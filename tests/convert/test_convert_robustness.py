@@ -32,13 +32,18 @@ def test_corrupt_jpeg_one_error_nothing_final(tmp_path):
     tree = make_jpeg_tree(tmp_path / "src")
     bad = tree / "train" / "dog" / "dog_1.JPEG"
     bad.write_bytes(bad.read_bytes()[:300])  # truncated JPEG
+    garbage = tree / "val" / "cat" / "cat_1.JPEG"
+    garbage.write_bytes(b"\xff\xd8 not a jpeg")
     out = tmp_path / "out"
-    with pytest.raises(ConvertError, match=r"dog_1\.JPEG: corrupt"):
+    with pytest.raises(ConvertError, match=r"(dog_1|cat_1)\.JPEG: corrupt"):
         convert("imagenet", tree, out, "dali", shard_size=2, progress=False)
     assert _final_files(out) == []  # finished shards wait in .work/, nothing under a final name
     man = convert("imagenet", tree, out, "dali", shard_size=2, skip_corrupt=True, progress=False)
-    assert [s["file"] for s in man["skipped"]] == [str(bad)] and man["splits"]["train"]["per_class"] == [4, 4]
+    assert [s["file"] for s in man["skipped"]] == [str(bad), str(garbage)]
+    assert man["splits"]["train"]["per_class"] == [4, 4] and man["splits"]["val"]["per_class"] == [1, 2]
     assert verify(out)["train"] == 8 and not (out / ".work").exists()
+    convert("imagenet", tree, tmp_path / "again", "dali", shard_size=2, skip_corrupt=True, progress=False)
+    assert (out / "manifest.json").read_bytes() == (tmp_path / "again" / "manifest.json").read_bytes()
 
 
 def test_bad_trees_are_named(tmp_path):

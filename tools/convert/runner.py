@@ -157,6 +157,7 @@ def _run_units(
     total = sum(len(s["labels"]) for s in specs)
     done = sum(len(specs[i]["labels"]) for i in records)
     bar = tqdm(total=total, initial=done, unit="sample", desc="convert", disable=not progress, smoothing=0.1)
+    error: BaseException | None = None
     if todo:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
             futures = {pool.submit(run_unit, specs[i]): i for i in todo}
@@ -164,18 +165,22 @@ def _run_units(
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for fut in finished:
+                    if fut.cancelled():
+                        continue
                     if fut.exception() is not None:
-                        for p in pending:
-                            p.cancel()
-                        bar.close()
-                        raise fut.exception()
+                        if error is None:  # stop: cancel what has not started, let running units finish
+                            error = fut.exception()
+                            for p in pending:
+                                p.cancel()
+                        continue
                     i = futures[fut]
                     rec = fut.result()
-                    atomic_write_json(
-                        _record_path(work, specs[i]), rec
-                    )  # after its files: marks the unit done
+                    atomic_write_json(_record_path(work, specs[i]), rec)  # after its files: unit done
                     records[i] = rec
                     bar.update(len(specs[i]["labels"]))
+    if error is not None:
+        bar.close()
+        raise error
     bar.close()
     return [records[i] for i in range(len(specs))]
 

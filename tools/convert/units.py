@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from .events import events_to_frames, load_events
 from .wds import build_tar
 
 IMAGE_MODES = {"jpg": 0, "raw": 1}  # ffcv.fields.rgb_image.IMAGE_MODES
+
+
+def _clean(e: Exception) -> str:
+    """Error text without memory addresses (messages land in the manifest, which must be deterministic)."""
+    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", str(e))
 
 
 def decode_image_file(path: str) -> tuple[np.ndarray, bytes, bool]:
@@ -28,11 +34,11 @@ def decode_image_file(path: str) -> tuple[np.ndarray, bytes, bool]:
             rgb = np.asarray(img.convert("RGB"))
     except OSError as e:
         raise ConvertError(
-            f"{path}: corrupt or unreadable image ({e}); replace it or pass --skip-corrupt."
+            f"{path}: corrupt or unreadable image ({_clean(e)}); replace it or pass --skip-corrupt."
         ) from None
     except Exception as e:  # PIL raises assorted errors on broken headers
         raise ConvertError(
-            f"{path}: corrupt image ({type(e).__name__}: {e}); replace it or pass --skip-corrupt."
+            f"{path}: corrupt image ({type(e).__name__}: {_clean(e)}); replace it or pass --skip-corrupt."
         ) from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) == 0:
         raise ConvertError(f"{path}: decoded to shape {rgb.shape}, not an RGB image.")
