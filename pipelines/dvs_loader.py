@@ -1,6 +1,7 @@
 """dvs backend: event frames [T, 2, H, W] from a .beton or numpy shards; resize + augment on the device."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,10 +45,14 @@ class DVSLoader(Loader):
         to_dev = [ToDevice(self.device, non_blocking=True)] if cuda else []  # needs CUDA
         pipes = {"frames": [NDArrayDecoder(), ToTensor(), *to_dev],
                  "label": [IntDecoder(), ToTensor(), Squeeze(1), *to_dev]}
-        self._ffcv = FfcvLoader(str(self.beton), batch_size=self.batch_size,
-                                num_workers=max(1, self.cfg.workers),
-                                os_cache=self.cfg.os_cache, order=make_order(self), pipelines=pipes,
-                                drop_last=self.drop_last, seed=self.seed, batches_ahead=2)
+        with warnings.catch_warnings():  # ffcv warns about uint16 tensors; the stage converts to float
+            warnings.filterwarnings("ignore", message="Pytorch currently doesn't support uint16")
+            self._ffcv = self._make(FfcvLoader, pipes)
+
+    def _make(self, FfcvLoader, pipes):
+        return FfcvLoader(str(self.beton), batch_size=self.batch_size, num_workers=max(1, self.cfg.workers),
+                          os_cache=self.cfg.os_cache, order=make_order(self), pipelines=pipes,
+                          drop_last=self.drop_last, seed=self.seed, batches_ahead=2)
 
     def _batches(self, order: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.arrays is not None:

@@ -1,4 +1,4 @@
-"""Session data for the pipelines tests: real-photo JPEG tree and CIFAR pickles, converted by dassdp-convert."""
+"""Session data for the pipelines tests: real-photo JPEGs and CIFAR pickles, converted by dassdp-convert."""
 from __future__ import annotations
 
 import sys
@@ -59,7 +59,8 @@ def cifar(data_root) -> tuple[Path, Path, np.ndarray, np.ndarray]:
 
 def image_cfg(backend: str, path, **kw) -> DataConfig:
     """DataConfig for the 3-class JPEG fixture."""
-    base = dict(dataset="folder", backend=backend, path=str(path), batch_size=4, workers=1, num_classes=CLASSES)
+    base = dict(dataset="folder", backend=backend, path=str(path), batch_size=4, workers=1,
+                num_classes=CLASSES)
     base.update(kw)
     return DataConfig(**base)
 

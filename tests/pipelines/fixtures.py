@@ -47,12 +47,16 @@ def _folder_items(root: Path, split: str):
     return classes, [(f, k) for k, c in enumerate(classes) for f in sorted((root / split / c).iterdir())]
 
 
-def _manifest(out: Path, fmt: str, kind: str, classes, counts: dict):
+def _manifest(out: Path, fmt: str, kind: str, classes, counts: dict, frame_shape=None):
     splits = {s: {"count": len(y), "per_class": np.bincount(y, minlength=len(classes)).tolist()}
               for s, y in counts.items()}
     m = {"tool": "dassdp-convert", "version": "fixture", "format": fmt, "kind": kind, "source": {},
          "classes": list(classes), "splits": splits, "shapes": {}, "dtypes": {}, "files": {}, "options": {},
          "skipped": []}
+    if frame_shape is not None:
+        m["shapes"] = {"frames": list(frame_shape)}
+        m["frames"] = {"T": int(frame_shape[0]), "sensor_size": [frame_shape[3], frame_shape[2]],
+                       "split_by": "number"}
     (out / "manifest.json").write_text(json.dumps(m))
 
 
@@ -131,7 +135,8 @@ def write_dali_arrays(out: Path, kind: str, data: dict[str, tuple[np.ndarray, np
         for s in range(0, len(x), per_shard):
             np.save(out / split / f"{stem}-{s // per_shard:05d}.npy", x[s:s + per_shard])
             np.save(out / split / f"labels-{s // per_shard:05d}.npy", y[s:s + per_shard].astype(np.int64))
-    _manifest(out, "dali", kind, classes, {s: v[1] for s, v in data.items()})
+    shape = next(iter(data.values()))[0].shape[1:] if kind == "frames" else None
+    _manifest(out, "dali", kind, classes, {s: v[1] for s, v in data.items()}, shape)
     return out
 
 
@@ -145,5 +150,6 @@ def write_ffcv_frames(out: Path, data: dict[str, tuple[np.ndarray, np.ndarray]],
         ds = [(x[i], int(y[i])) for i in range(len(x))]
         fields = {"frames": NDArrayField(np.dtype("uint16"), x.shape[1:]), "label": IntField()}
         DatasetWriter(str(out / f"{split}.beton"), fields, num_workers=1).from_indexed_dataset(ds)
-    _manifest(out, "ffcv", "frames", classes, {s: v[1] for s, v in data.items()})
+    shape = next(iter(data.values()))[0].shape[1:]
+    _manifest(out, "ffcv", "frames", classes, {s: v[1] for s, v in data.items()}, shape)
     return out
