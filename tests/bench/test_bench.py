@@ -25,7 +25,7 @@ def test_compare_interleaves_warms_up_and_reports_ratios():
     bench = Bench("unit")
     samples = bench.compare({"a": make("a"), "b": make("b")}, metric="items_per_s", unit="items/s",
                             warmup=2, repeats=3, baseline="b")
-    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3  # warm-up first, then A B A B A B
+    assert calls == ["a", "a", "b", "b"] + ["a", "b", "b", "a", "a", "b"]  # warm-up, then A B | B A | A B
     assert [r["case"] for r in bench.results] == ["a", "b"]
     rec = bench.results[0]
     assert rec["repeats"] == 3 and rec["min"] <= rec["median"] <= rec["max"]

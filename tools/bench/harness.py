@@ -2,9 +2,9 @@
 
 A *case* is a zero-argument callable that does one unit of work (an epoch of a loader, a few training
 steps) and returns how many items (images, events, steps) it processed. `Bench.compare` warms every case
-up, then runs them interleaved A B A B ... so that slow drifts of a shared machine (other jobs, thermal
-state) hit every case alike, and records min/median/max of the per-repeat rates plus, for each pair, the
-median of the per-round ratios.
+up, then runs them interleaved round by round (A B | B A | A B ...) so that slow drifts of a shared
+machine (other jobs, thermal state) and position effects hit every case alike, and records
+min/median/max of the per-repeat rates plus, for each pair, the median of the per-round ratios.
 """
 from __future__ import annotations
 
@@ -121,8 +121,13 @@ class Bench:
         return rec
 
     def compare(self, cases: dict[str, Case], *, metric: str, unit: str, warmup: int, repeats: int,
-                baseline: str | None = None, per_second: bool = True, **extra: Any) -> dict[str, list[float]]:
-        """Warm up every case, run them interleaved A B A B, record rates and ratios to `baseline`.
+                baseline: str | None = None, per_second: bool = True, alternate: bool = True,
+                **extra: Any) -> dict[str, list[float]]:
+        """Warm up every case, run them interleaved round by round, record rates and ratios to `baseline`.
+
+        Each round runs every case once; with `alternate` every other round runs them in reverse order
+        (A B | B A | A B ...), so slow drifts and position effects (caches, allocator state left by the
+        previous case) fall on every case alike.
 
         per_second=True: the metric is items/s (higher is better); False: seconds per item (ms).
         Returns the per-round samples by case.
@@ -131,9 +136,11 @@ class Bench:
             for _ in range(warmup):
                 timed(fn, self.device)
         samples: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(repeats):
-            for name, fn in cases.items():
-                n, s = timed(fn, self.device)
+        order = list(cases)
+        for r in range(repeats):
+            # odd rounds run in reverse order (A B, B A, A B, ...): a case never always goes first
+            for name in (order if r % 2 == 0 or not alternate else order[::-1]):
+                n, s = timed(cases[name], self.device)
                 samples[name].append(n / s if per_second else 1e3 * s / max(n, 1.0))
         for name, vals in samples.items():
             self.add(name, metric, unit, vals, warmup=warmup, **extra)

@@ -15,9 +15,10 @@ import torch
 from tools.bench.harness import Bench, PeakMemory, timed
 from tools.bench.stepper import Stepper, synthetic_batch
 
+# dw_rate 0.3 as dassdp.bench.site_inputs' default
 FULL = {"model": "spikingresformer_cifar", "img_size": 32, "T": 4, "batch_size": 32, "num_classes": 10,
         "steps_per_repeat": 1, "repeats": 7, "warmup": 2, "parts": ["hook", "dw"],
-        "dw_batch": 16, "dw_shapes": ["1000x1024", "1024x1024"], "dw_T": 4, "dw_rate": 0.2, "dw_repeats": 7}
+        "dw_batch": 16, "dw_shapes": ["1000x1024", "1024x1024"], "dw_T": 4, "dw_rate": 0.3, "dw_repeats": 7}
 QUICK = {**FULL, "batch_size": 16, "repeats": 3, "warmup": 1, "dw_repeats": 3}
 
 
@@ -26,7 +27,7 @@ def _model(s: dict, device: torch.device) -> torch.nn.Module:
     from models.config import ModelConfig
 
     cfg = ModelConfig(name=s["model"], T=s["T"], num_classes=s["num_classes"], img_size=s["img_size"],
-                      in_channels=3)
+                      in_channels=3, channels_last=True)
     return build_model(cfg).to(device)
 
 
@@ -41,7 +42,7 @@ def hook_part(bench: Bench, s: dict) -> None:
     on = copy.deepcopy(off)
     hook = DASSDPHook(DASSDPConfig(enabled=True, warmup_epochs=0, warmup_steps=1))
     hook.setup(on, steps_per_epoch=1000)
-    x, y = synthetic_batch(s["batch_size"], 3, s["img_size"], s["num_classes"], dev)
+    x, y = synthetic_batch(s["batch_size"], 3, s["img_size"], s["num_classes"], dev)  # channels-last
     steppers = {"dassdp_on": Stepper(on, hook=hook), "dassdp_off": Stepper(off)}
     cases = {name: st.case(x, y, s["steps_per_repeat"]) for name, st in steppers.items()}
     label = f"{s['model']} B={s['batch_size']} T={s['T']} {s['img_size']}px fp32"
@@ -57,20 +58,11 @@ def hook_part(bench: Bench, s: dict) -> None:
                 timed(fn, dev)
             mems.append(pm.mib)
         bench.add(name, "step_peak_memory", "MiB", mems, label=label, memory_method=pm.method)
+    hook_ms = [1e3 * t for t in steppers["dassdp_on"].hook_seconds[-s["repeats"]:]]
+    bench.add("dassdp_on", "after_optimizer_step_time", "ms/step", hook_ms, label=label)
     applied = steppers["dassdp_on"].metrics
     bench.notes.append(f"dassdp hook metrics after the last step: "
                        f"{ {k: float(v) for k, v in applied.items()} }")
-
-
-def _site(C_out: int, C_in: int, s: dict, dev: torch.device) -> dict:
-    from dassdp.functional import latency
-
-    g = torch.Generator().manual_seed(C_out * 7919 + C_in)
-    B, T = s["dw_batch"], s["dw_T"]
-    spk_pre = (torch.rand(T, B, C_in, generator=g) < s["dw_rate"]).float().to(dev)  # [T, B, C_in]
-    spk_post = (torch.rand(T, B, C_out, generator=g) < s["dw_rate"]).float().to(dev)  # [T, B, C_out]
-    return {"pre": spk_pre.amax(0), "post": spk_post.amax(0), "t_pre": latency(spk_pre, "last"),
-            "t_post": latency(spk_post, "last"), "gate": torch.rand(B, generator=g).mul(2).to(dev)}
 
 
 def _calls(fn, **kwargs):
@@ -83,6 +75,7 @@ def _calls(fn, **kwargs):
 
 def dw_part(bench: Bench, s: dict) -> None:
     """delta_w (ours) vs delta_w_naive at each shape: time per call, peak memory, max difference."""
+    from dassdp.bench import site_inputs
     from dassdp.functional import delta_w
     from dassdp.reference import delta_w_naive
 
@@ -90,7 +83,9 @@ def dw_part(bench: Bench, s: dict) -> None:
     kw = {"a_plus": 1.5e-3, "a_minus": 5e-4, "sigma": 1.0}
     for shape in s["dw_shapes"]:
         C_out, C_in = (int(v) for v in shape.lower().split("x"))
-        d = _site(C_out, C_in, s, dev)
+        pre, post, t_pre, t_post, gate = site_inputs(s["dw_batch"], C_in, C_out, s["dw_T"], dev,
+                                                     rate=s["dw_rate"])
+        d = {"pre": pre, "post": post, "t_pre": t_pre, "t_post": t_post, "gate": gate}
         label = f"B={s['dw_batch']} {C_out}x{C_in} T={s['dw_T']}"
         cases = {"dw_ours": _calls(delta_w, **d, **kw, T=s["dw_T"]),
                  "dw_naive": _calls(delta_w_naive, **d, **kw)}

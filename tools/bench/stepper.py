@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import torch
 import torch.nn.functional as F
+
+from tools.bench.harness import sync
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,6 +44,7 @@ class Stepper:
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
         self.steps = 0
         self.metrics: dict = {}
+        self.hook_seconds: list[float] = []  # after_optimizer_step wall time per step (synchronised)
 
     def _autocast(self, device: torch.device):
         if self.dtype is None:
@@ -57,9 +61,13 @@ class Stepper:
         loss.backward()
         self.opt.step()
         if self.hook is not None:
+            sync(x.device)
+            t0 = time.perf_counter()
             with torch.no_grad():
                 self.metrics = self.hook.after_optimizer_step(self.model, loss=loss.detach(), epoch=0,
                                                               step=self.steps)
+            sync(x.device)
+            self.hook_seconds.append(time.perf_counter() - t0)
         reset(self.model)
         self.steps += 1
         return loss.detach()
