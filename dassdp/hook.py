@@ -95,10 +95,10 @@ class DASSDPHook(TrainingHook):
         S = {name: synchrony(pre, post) for name, (pre, post) in pre_post.items()}  # [B] per site
         metrics: dict[str, Tensor | float] = {}
         for name, s in S.items():
-            metrics[f"dassdp/{name}/sync"] = s.mean()
+            metrics[f"{name}/sync"] = s.mean()
             pre, post = pre_post[name]
             # fraction of synapses whose pre and post fired together in at least one sample
-            metrics[f"dassdp/{name}/cofire"] = ((post.t() @ pre) > 0).float().mean()
+            metrics[f"{name}/cofire"] = ((post.t() @ pre) > 0).float().mean()
         if self.in_warmup(epoch, step):
             self._record(S, loss)
         else:
@@ -166,8 +166,8 @@ class DASSDPHook(TrainingHook):
             dw = delta_w(b["pre"], b["post"], b["t_pre"], b["t_post"], a_plus=cfg.a_plus, a_minus=cfg.a_minus,
                          sigma=cfg.sigma, gate=G, clip=None, T=o.T)  # [C_out, C_in], local mean
             parts.append(dw)
-            metrics[f"dassdp/{name}/gate_k"] = k.float()
-            metrics[f"dassdp/{name}/gate_mean"] = G.mean()
+            metrics[f"{name}/gate_k"] = k.float()
+            metrics[f"{name}/gate_mean"] = G.mean()
         world = world_size()
         if world > 1:
             flat = all_reduce_sum(torch.cat([p.flatten() for p in parts])).div_(world)  # mean over ranks
@@ -175,6 +175,6 @@ class DASSDPHook(TrainingHook):
         for o, dw in zip(self.observers, parts):
             dw = dw.clamp_(-cfg.dw_clip, cfg.dw_clip)
             o.weight.add_(dw.view(o.weight.shape).to(o.weight.dtype))
-            metrics[f"dassdp/{o.spec.name}/dw_abs"] = dw.abs().mean()
+            metrics[f"{o.spec.name}/dw_abs"] = dw.abs().mean()
         self.applied_steps += 1
         return metrics

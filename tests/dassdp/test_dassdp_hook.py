@@ -40,7 +40,7 @@ def test_no_weight_change_during_warmup_then_rule_acts():
     w0 = params(model)
     metrics = train_steps(model, opt, hook, batches, range(3))
     assert same(params(model), w0)
-    assert all("dassdp/classifier/sync" in m and "dassdp/classifier/dw_abs" not in m for m in metrics)
+    assert all("classifier/sync" in m and "classifier/dw_abs" not in m for m in metrics)
     assert not hook.fitted and float(hook.gates["classifier"].sums[0]) == 3 * 6
     metrics = train_steps(model, opt, hook, batches, range(3, 6))
     w = params(model)
@@ -49,7 +49,7 @@ def test_no_weight_change_during_warmup_then_rule_acts():
     assert hook.fitted and hook.applied_steps == 3
     for site in SITES:
         names = ("sync", "cofire", "gate_k", "gate_mean", "dw_abs")
-        assert {f"dassdp/{site}/{m}" for m in names} <= set(metrics[-1])
+        assert {f"{site}/{m}" for m in names} <= set(metrics[-1])
 
 
 def test_warmup_by_epoch_matches_a_run_without_the_hook():
