@@ -20,9 +20,9 @@ from tools.bench.stepper import Stepper, synthetic_batch
 FULL = {"configs": ["spikingresformer_cifar:32:4:32:fp32", "spikingresformer_cifar:32:4:32:bf16",
                     "spikingresformer_ti:224:4:8:fp32", "spikingresformer_ti:224:4:8:bf16"],
         "compile": True, "official": True, "steps_per_repeat": 1, "warmup": 2,
-        "repeats": 5, "forward": True, "channels_last": True}
+        "repeats": 5, "forward": True, "channels_last": True, "neuron_shapes": ["4x16x64x56x56"]}
 QUICK = {**FULL, "configs": ["spikingresformer_cifar:32:4:8:fp32"], "compile": False, "repeats": 3,
-         "warmup": 1}
+         "warmup": 1, "neuron_shapes": ["4x8x64x32x32"]}
 
 
 def parse_config(text: str) -> dict:
@@ -149,7 +149,40 @@ def _forward_case(st: Stepper, x: torch.Tensor, n: int):
     return run
 
 
+def _neuron_case(neuron: torch.nn.Module, x: torch.Tensor, stepwise: bool):
+    """Forward + backward of one multi-step neuron layer; returns the number of neuron updates (T*N)."""
+    from spikingjelly.activation_based.functional import reset_net
+
+    def run() -> int:
+        if stepwise:  # spikingjelly's single-step path, one Python call per time step
+            out = torch.stack([neuron(x[t]) for t in range(x.shape[0])])  # [T, B, C, H, W]
+        else:
+            out = neuron(x)  # [T, B, C, H, W]
+        out.sum().backward()
+        reset_net(neuron)
+        return x.numel()
+    return run
+
+
+def run_neurons(bench: Bench, shape: str) -> None:
+    """models.neurons.LIF (spikingjelly's fused multi-step kernel: Triton on CUDA) vs the per-step loop."""
+    from spikingjelly.activation_based import neuron, surrogate
+
+    from models.neurons import LIF
+
+    T, B, C, H, W = (int(v) for v in shape.lower().split("x"))
+    x = torch.randn(T, B, C, H, W, device=bench.device).mul_(2).requires_grad_(True)  # [T, B, C, H, W]
+    ref = neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=True,
+                         surrogate_function=surrogate.ATan(alpha=2.0), step_mode="s")
+    cases = {"lif_kernel": _neuron_case(LIF().to(bench.device), x, False),
+             "lif_stepwise": _neuron_case(ref.to(bench.device), x, True)}
+    bench.compare(cases, metric="neuron_updates_per_s", unit="updates/s", warmup=1, repeats=3,
+                  baseline="lif_stepwise", label=f"LIF fwd+bwd [T,B,C,H,W]={shape} fp32")
+
+
 def run(bench: Bench, s: dict, cache) -> None:
     """Every configuration in turn."""
     for text in s["configs"]:
         run_config(bench, parse_config(text), s)
+    for shape in s["neuron_shapes"]:
+        run_neurons(bench, shape)
