@@ -1,0 +1,142 @@
+"""Registry, shapes, DA-SSDP sites, parameter/MAC counts, the fixed faults, SOP counting."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from spikingjelly.activation_based.functional import reset_net
+
+import models
+from models import sops
+
+IMG = 16
+
+
+def _tiny(**kw):
+    return models.create("spikingresformer_tiny", T=kw.pop("T", 2), img_size=kw.pop("img_size", IMG), **kw)
+
+
+def test_timm_registry_and_shapes():
+    for name in ("spikingresformer_ti", "spikingresformer_s", "spikingresformer_m", "spikingresformer_l",
+                 "spikingresformer_cifar", "spikingresformer_dvsg", "spikingresformer_tiny"):
+        assert name in timm.list_models("spikingresformer_*")
+    with torch.device("meta"):
+        m = timm.create_model("spikingresformer_ti", T=4, num_classes=1000, img_size=224)
+    assert m.T == 4 and m.classifier.weight.shape == (1000, 384)
+    tiny = timm.create_model("spikingresformer_tiny", T=3, num_classes=7, img_size=IMG)
+    assert tiny(torch.randn(2, 3, IMG, IMG)).shape == (3, 2, 7)  # static -> [T, B, K]
+    reset_net(tiny)
+    assert tiny(torch.randn(2, 3, 3, IMG, IMG)).shape == (3, 2, 7)  # frames [B, T, C, H, W]
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        tiny(torch.randn(3, IMG, IMG))
+    with pytest.raises(ValueError, match="not divisible"):
+        models.create("spikingresformer_ti", img_size=200)
+
+
+@pytest.mark.parametrize("name,expected", [("spikingresformer_ti", 11.14), ("spikingresformer_s", 17.76),
+                                           ("spikingresformer_m", 35.52), ("spikingresformer_l", 60.3)])
+def test_parameter_counts_equal_paper(name, expected):
+    with torch.device("meta"):
+        m = models.create(name)
+    bn = {id(p) for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d) for p in mod.parameters()}
+    n = sum(p.numel() for p in m.parameters() if id(p) not in bn)
+    assert round(n / 1e6, 2 if expected < 60 else 1) == expected
+
+
+def test_parameter_totals_of_small_variants():
+    with torch.device("meta"):
+        cifar, dvsg = models.create("spikingresformer_cifar"), models.create("spikingresformer_dvsg")
+    assert round(sum(p.numel() for p in cifar.parameters()) / 1e6, 2) == 10.79
+    assert round(sum(p.numel() for p in dvsg.parameters()) / 1e6, 2) == 2.71
+
+
+@pytest.mark.parametrize("name,gmacs", [("spikingresformer_ti", 4.03), ("spikingresformer_l", 18.36)])
+def test_macs_per_image_per_step_at_224(name, gmacs):
+    assert round(sops.count_macs(name, 224)["macs"] / 1e9, 2) == gmacs
+
+
+def test_dassdp_sites_shapes_seen_by_hooks():
+    model = _tiny(num_classes=5)
+    sites = model.dassdp_sites()
+    assert sites == {"classifier": ("classifier", "linear", "weight"),
+                     "first_last_stage_dssa": ("layers.2.1", "block", "Wproj.weight")}
+    seen = []
+    for alias, (path, _, attr) in sites.items():
+        mod = model.get_submodule(path)
+        assert isinstance(mod.get_parameter(attr), torch.nn.Parameter)
+        mod.register_forward_hook(
+            lambda m, i, o, a=alias: seen.append((a, tuple(i[0].shape), tuple(o.shape))))
+    model(torch.randn(3, 3, IMG, IMG))
+    assert seen == [("first_last_stage_dssa", (2, 3, 64, 4, 4), (2, 3, 64, 4, 4)),
+                    ("classifier", (2, 3, 64), (2, 3, 5))]
+
+
+def test_stem_once_equals_repeated_input_in_training():
+    """Static input: the stem runs once, yet logits, BN running stats and rates equal the repeated run."""
+    a, b = _tiny(T=3).double(), _tiny(T=3).double()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, IMG, IMG, dtype=torch.float64)
+    with torch.no_grad():
+        ya, yb = a(x), b(x.unsqueeze(1).repeat(1, 3, 1, 1, 1))
+    torch.testing.assert_close(ya, yb, rtol=0, atol=1e-12)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=0, atol=1e-12, msg=k)
+
+
+def _rate_steps(frozen: bool, steps: int = 3) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    model = _tiny(frozen_ema=frozen)
+    buf = model.layers[0][0].firing_rate_x
+    ptr, out = buf.data_ptr(), []
+    for s in range(steps):
+        x = torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(s))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x).float().mean().backward()
+        reset_net(model)
+        assert buf.dtype == torch.float32 and buf.data_ptr() == ptr  # float32, updated in place
+        assert model.state_dict()["layers.0.0.firing_rate_x"].data_ptr() == ptr
+        out.append(buf.clone())
+    return out
+
+
+def test_firing_rates_float32_in_place_and_frozen_switch():
+    fixed, frozen = _rate_steps(False), _rate_steps(True)
+    torch.testing.assert_close(fixed[0], frozen[0], rtol=1e-2, atol=0)  # both start at the first batch rate
+    assert not torch.equal(fixed[1], fixed[0]) and not torch.equal(fixed[2], fixed[1])  # the EMA moves
+    assert torch.equal(frozen[2], frozen[0])  # the original under AMP: the low-precision EMA never moves
+    assert torch.equal(frozen[0], frozen[0].bfloat16().float())
+
+
+def test_gradients_flow_and_plif_tau_learns():
+    model = models.create("spikingresformer_dvsg", T=2, img_size=IMG)
+    x = torch.randn(2, 3, IMG, IMG)
+    F.cross_entropy(model(x).mean(0), torch.tensor([1, 2])).backward()
+    ws = [p for n, p in model.named_parameters() if n.endswith(".w")]
+    assert ws and model.no_weight_decay() == {n for n, _ in model.named_parameters() if n.endswith(".w")}
+    assert any(w.grad is not None and w.grad.abs() > 0 for w in ws)
+    assert model.prologue[0].weight.grad.abs().sum() > 0
+
+
+def test_sops_counted_on_spikes():
+    torch.manual_seed(0)
+    model, x = _tiny(T=2), torch.randn(2, 3, IMG, IMG)
+    sops.calibrate(model, x)
+    spikes = {}
+    for name in ("layers.0.1.up.0", "layers.0.0.activation_in", "layers.0.0.activation_attn"):
+        model.get_submodule(name).register_forward_hook(lambda m, i, o, n=name: spikes.__setitem__(n, o))
+    res = sops.measure(model, x)
+    rows = {r["name"]: r for r in res["layers"]}
+    B = x.shape[0]
+    assert rows["layers.0.1.up.1"]["sops"] == pytest.approx(spikes["layers.0.1.up.0"].sum().item() * 64 / B)
+    n_prime = model.layers[0][0].lenth
+    assert rows["layers.0.0.matmul1"]["sops"] == pytest.approx(
+        spikes["layers.0.0.activation_in"].sum().item() * n_prime / B)
+    assert rows["layers.0.0.matmul2"]["sops"] == pytest.approx(
+        spikes["layers.0.0.activation_attn"].sum().item() * 16 / B)  # d = 16 channels per head
+    assert rows["prologue.0"]["sops"] == 0 and rows["classifier"]["sops"] == 0
+    assert res["sops"] > 0 and res["energy_mj"] == pytest.approx(res["sops"] * 0.9e-9)
+    assert res["macs"] == pytest.approx(sops.count_macs("spikingresformer_tiny", IMG)["macs"])
+    assert 0 < res["firing_rates"]["layers.0.1.up.0"] < 1
+    table = sops.format_table(res)
+    assert "layers.0.0.matmul1" in table and "SOPs/image" in table and "mJ" in table
