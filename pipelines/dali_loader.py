@@ -47,9 +47,11 @@ class DALILoader(Loader):
             flip = fn.external_source(name="flip", dtype=types.INT32, ndim=0)
             img = fn.decoders.image_slice(jpegs, anchor, shape, axis_names="WH", normalized_anchor=False,
                                           normalized_shape=False, output_type=types.RGB,
-                                          device="mixed" if cuda else "cpu")  # needs CUDA for "mixed"
-            img = fn.resize(img, resize_x=w, resize_y=h, interp_type=interp, antialias=True)
-            return fn.flip(img, horizontal=flip)  # [H, W, 3] uint8
+                                          device="mixed" if cuda else "cpu")  # [h, w, 3] crop
+            if not cuda:  # DALI's CPU resize is ~3x slower than the decode here: OpenCV on the host instead
+                return img, flip
+            img = fn.resize(img, resize_x=w, resize_y=h, interp_type=interp, antialias=True)  # needs CUDA
+            return fn.flip(img, horizontal=flip), flip  # [H, W, 3] uint8
 
         self._pipe = pipe()
         self._pipe.build()
@@ -90,14 +92,27 @@ class DALILoader(Loader):
                                ("shape", shapes), ("flip", flips)):
                 self._pipe.feed_input(name, data)
             try:
-                (out,) = self._pipe.run()
+                out, _ = self._pipe.run()
             except RuntimeError as e:
                 raise self.tars.explain(idx, blobs, e) from e
-            yield _to_torch(out, self.device), torch.from_numpy(self.labels[idx])
+            if self.device.type == "cuda":  # needs CUDA: DLPack hand-over of the GPU batch, no host copy
+                x = torch.from_dlpack(out.as_tensor())
+            else:
+                x = torch.from_numpy(resize_batch(out, flips, self.recipe.size))
+            yield x, torch.from_numpy(self.labels[idx])
 
 
-def _to_torch(out, device: torch.device) -> torch.Tensor:
-    """DALI TensorList (uniform shape) -> torch uint8 [B, H, W, 3]."""
-    if hasattr(out, "as_cpu") and device.type == "cuda":  # needs CUDA: DLPack hand-over, no host copy
-        return torch.from_dlpack(out.as_tensor())
-    return torch.from_numpy(np.array(out.as_tensor()))
+def resize_batch(crops, flips, size: tuple[int, int]) -> np.ndarray:
+    """Host resize of decoded crops to uint8 [B, H, W, 3]: INTER_AREA when shrinking (antialiased, as PIL's
+    bicubic reduce), bicubic when enlarging; then the per-sample flip."""
+    import cv2
+
+    out = np.empty((len(crops), size[0], size[1], 3), dtype=np.uint8)
+    for k in range(len(crops)):
+        img = np.asarray(crops[k])
+        shrink = img.shape[0] >= size[0] and img.shape[1] >= size[1]
+        mode = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+        cv2.resize(img, (size[1], size[0]), dst=out[k], interpolation=mode)
+        if flips[k]:
+            out[k] = out[k, :, ::-1]
+    return out
