@@ -14,7 +14,7 @@ CONVERTED = ("ffcv", "dali")
 
 def convert_command(data: DataConfig, src: Path = FASHION_MNIST_SRC) -> list[str]:
     """The one dassdp-convert command that builds `data.path` for Fashion-MNIST."""
-    return ["dassdp-convert", "fashion-mnist", str(src), "--out", data.path, "--format", data.backend]
+    return ["dassdp-convert", "fashion-mnist", str(src), data.path, "--format", data.backend]
 
 
 def ensure_data(data: DataConfig, *, main: bool) -> None:
@@ -28,8 +28,8 @@ def ensure_data(data: DataConfig, *, main: bool) -> None:
         raise ConfigError(f"data.path={data.path} is not converted and Fashion-MNIST is not installed; run "
                           f"`make setup` (installs dataset-fashion-mnist), then `{' '.join(cmd)}`")
     print(f"dassdp-train: converting Fashion-MNIST for the first run: {' '.join(cmd)}", file=sys.stderr)
-    exe = [sys.executable, "-m", "tools.convert.cli", *cmd[1:]]
-    exe[exe.index("--out") + 1] = str(Path(data.path).resolve())
+    exe = [sys.executable, "-m", "tools.convert.cli", *cmd[1:3], str(Path(data.path).resolve()), *cmd[4:],
+           "--quiet"]
     done = subprocess.run(exe, capture_output=True, text=True)
     if done.returncode != 0 or not (Path(data.path) / "manifest.json").is_file():
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]

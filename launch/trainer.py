@@ -41,8 +41,7 @@ def build_accelerator(cfg: Config):
               file=sys.stderr)
         mp = "bf16"
     ddp = DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False)
-    return Accelerator(mixed_precision=mp, step_scheduler_with_optimizer=False, kwargs_handlers=[ddp],
-                       dynamo_backend="inductor" if cfg.model.compile else None)
+    return Accelerator(mixed_precision=mp, step_scheduler_with_optimizer=False, kwargs_handlers=[ddp])
 
 
 def run(cfg: Config) -> int:
@@ -78,8 +77,6 @@ class Trainer:
             ensure_data(cfg.data, main=accelerator.is_main_process)
         model = parts.build_model(cfg)
         self._load_initial_weights(model)
-        if cfg.model.channels_last:
-            model = model.to(memory_format=torch.channels_last)
         if t.sync_bn and accelerator.num_processes > 1:  # needs CUDA (SyncBatchNorm has no CPU kernel)
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.train_loader, self.val_loader = parts.build_loaders(cfg, accelerator, need_train=not t.test_only)
@@ -99,6 +96,10 @@ class Trainer:
         optimizer = parts.build_optimizer(model, cfg.optim)
         sched = parts.build_scheduler(optimizer, cfg.sched, epochs=t.epochs,
                                       steps_per_epoch=self.steps_per_epoch)
+        if cfg.model.compile:  # hooks attach to the plain module inside (unwrap_model below)
+            import models
+
+            model = models.compile_model(model.to(accelerator.device))
         self.model, self.optimizer, self.prepared_sched = accelerator.prepare(model, optimizer, sched)
         # timm schedulers take absolute epoch/update indices: step the wrapped one directly, not the
         # AcceleratedScheduler (which repeats steps per process and drops them after skipped optimizer steps).
@@ -118,9 +119,7 @@ class Trainer:
     def _load_initial_weights(self, model) -> None:
         import models
 
-        t, say = self.cfg.train, self.acc.print
-        if self.cfg.model.pretrained:
-            say("pretrained: " + models.load_weights(model, self.cfg.model.pretrained).summary())
+        t, say = self.cfg.train, self.acc.print  # model.pretrained was loaded by models.build_model
         if t.transfer and not t.test_only:
             say("transfer: " + models.load_weights(model, t.transfer, transfer=True).summary())
         if t.test_only and t.resume:
@@ -157,6 +156,8 @@ class Trainer:
             st.finish()
         finally:
             self.log.close()
+            for hook in self.hooks.values():
+                getattr(hook, "close", lambda: None)()
         return 0
 
     def train_epoch(self, epoch: int) -> bool:
@@ -233,7 +234,8 @@ class Trainer:
                 with torch.no_grad():
                     for name, hook in self.hooks.items():
                         m = hook.after_optimizer_step(self.raw, loss=loss.detach(), epoch=epoch, step=st.step)
-                        st.hook_metrics.update({f"{name}/{k}": v for k, v in (m or {}).items()})
+                        st.hook_metrics.update({k if k.startswith(f"{name}/") else f"{name}/{k}": v
+                                                for k, v in (m or {}).items()})
                 st.step += 1
             else:
                 st.skipped_overflow += 1

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-
 from conftest import TOY_ARGS
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE = [str(Path(sys.executable).with_name("accelerate")), "launch"]

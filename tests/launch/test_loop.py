@@ -132,3 +132,20 @@ def test_checkpoint_loading_runs_no_code(tmp_path):
 def test_resume_path_errors(tmp_path, toy_train, capsys):
     assert toy_train(tmp_path / "r", "train.epochs=1", "--resume", str(tmp_path / "nope.pt")) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_real_model_and_dassdp_resume_bit_exact(tmp_path, toy_train):
+    """spikingresformer_tiny + DASSDPHook (gate fitted after 3 steps): stop mid-epoch, resume == straight."""
+    from conftest import REAL_ARGS
+
+    common = [*REAL_ARGS, "train.epochs=2", "dassdp.enabled=true", "data.input_size=[3,16,16]"]
+    real = dict(model="real", hook="real", n=48)
+    assert toy_train(tmp_path / "a", *common, **real) == 0
+    assert toy_train(tmp_path / "b", *common, "train.stop_after_steps=4", **real) == 0
+    assert toy_train(tmp_path / "b", *common, "--resume", "auto", **real) == 0
+    assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    ck = load_checkpoint(tmp_path / "b/checkpoints/last.pt")
+    hook = ck["hooks"]["dassdp"]
+    assert hook["fitted"] and hook["applied_steps"] == ck["step"] - 3 == 9
+    steps = [json.loads(x) for x in (tmp_path / "a/metrics/steps.jsonl").read_text().splitlines()]
+    assert any("dassdp/classifier/sync" in r for r in steps)

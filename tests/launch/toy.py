@@ -94,8 +94,9 @@ class ToyHook:
         self.calls = sd["calls"].clone()
 
 
-def install(monkeypatch=None, *, frames: int = 0, n: int = 64, fail_at=None):
-    """Route launch.parts' builders to the stand-ins (monkeypatch, or plain assignment in a subprocess)."""
+def install(monkeypatch=None, *, model: str = "toy", hook: str = "toy", loader: str = "mem",
+            frames: int = 0, n: int = 64, fail_at=None):
+    """Route launch.parts' builders to the stand-ins ("toy"/"mem"); "real" keeps the real package."""
     from launch import parts
 
     def build_model(cfg):
@@ -113,8 +114,11 @@ def install(monkeypatch=None, *, frames: int = 0, n: int = 64, fail_at=None):
     def build_hooks(cfg):
         return {"toy": ToyHook()} if cfg.dassdp.enabled else {}
 
-    fns = {"build_model": build_model, "build_loaders": build_loaders, "build_hooks": build_hooks}
-    for name, fn in fns.items():
+    fns = {"build_model": (model, build_model), "build_loaders": (loader, build_loaders),
+           "build_hooks": (hook, build_hooks)}
+    for name, (kind, fn) in fns.items():
+        if kind == "real":
+            continue
         if monkeypatch is not None:
             monkeypatch.setattr(parts, name, fn)
         else:

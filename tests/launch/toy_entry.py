@@ -9,5 +9,10 @@ import toy  # noqa: E402
 from launch.train import main  # noqa: E402
 
 if __name__ == "__main__":
-    toy.install()
-    sys.exit(main(sys.argv[1:]))
+    # --parts model=real,hook=real,loader=mem chooses which packages stay real (default: all stand-ins)
+    argv, kinds = sys.argv[1:], {}
+    if argv[:1] == ["--parts"]:
+        kinds = dict(x.split("=") for x in argv[1].split(","))
+        argv = argv[2:]
+    toy.install(**kinds)
+    sys.exit(main(argv))
