@@ -15,7 +15,7 @@ class DataConfig:
     backend: Literal["torchvision", "ffcv", "dali", "dvs"] = "torchvision"
     path: str = "./datasets"  # source tree (torchvision) or converted folder (ffcv/dali/dvs)
     batch_size: int = 32  # per process
-    workers: int = 8
+    workers: int = 8  # torchvision: DataLoader processes; ffcv: numba threads; dali: DALI threads
     input_size: list[int] = field(default_factory=lambda: [3, 224, 224])  # [C, H, W]
     augment: str | None = None  # timm RandAugment string, "augment" (DVS recipe) or None
     mixup: bool = False  # mixup/cutmix with the per-dataset recipe alphas
@@ -29,6 +29,6 @@ class DataConfig:
     mean: list[float] | None = None  # None: recipe value for the dataset
     std: list[float] | None = None
     os_cache: bool = True  # ffcv: page cache (True) or process memory (False)
-    order: Literal["random", "quasi_random", "sequential"] = "random"  # ffcv ordering
+    order: Literal["random", "quasi_random", "sequential"] = "random"  # train sample order (all backends)
     drop_last: bool = True  # training batches only
     num_classes: int | None = None  # "folder" datasets: None means read from the manifest

@@ -73,12 +73,27 @@ class TorchvisionLoader(Loader):
     def _read_labels(self) -> np.ndarray:
         self.source = open_source(self.cfg.dataset, self.cfg.path, self.split)
         self.transform = build_transform(self.recipe, self.cfg, self.train)
+        self._sampler, self._dl = _Sampler(), None
         return self.source.labels
 
     def _batches(self, order: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        items = list(zip(order.tolist(), self.sample_seeds(order).tolist()))
-        dl = torch.utils.data.DataLoader(
-            _Dataset(self.source, self.transform), batch_size=self.batch_size, sampler=items,
-            num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda",
-            persistent_workers=False, prefetch_factor=4 if self.cfg.workers > 0 else None)
-        yield from dl
+        self._sampler.items = list(zip(order.tolist(), self.sample_seeds(order).tolist()))
+        if self._dl is None:  # one DataLoader: persistent workers; the sampler runs in this process
+            w = self.cfg.workers
+            self._dl = torch.utils.data.DataLoader(
+                _Dataset(self.source, self.transform), batch_size=self.batch_size, sampler=self._sampler,
+                num_workers=w, pin_memory=self.device.type == "cuda", persistent_workers=w > 0,
+                prefetch_factor=4 if w > 0 else None)
+        yield from self._dl
+
+
+class _Sampler(torch.utils.data.Sampler):
+    """Yields the (index, seed) items of the current epoch (set by the loader before each iteration)."""
+
+    items: list = []
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)

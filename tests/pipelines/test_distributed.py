@@ -1,9 +1,14 @@
 """Two processes (gloo, CPU) read disjoint shards whose union is the split; equal train batches per rank."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -56,3 +61,19 @@ def test_two_ranks_disjoint_union(tmp_path, jpeg_tree, converted):
         assert len(y0) == len(i0) and len(y1) == len(i1)
     # the two backends shard identically (same order function): same labels per rank
     assert ranks[0][("dali", "train")][1] == ranks[0][("torchvision", "train")][1]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(tmp_path, converted):
+    """The real launcher: ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2."""
+    script = Path(__file__).with_name("accelerate_shards.py")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", str(29700 + os.getpid() % 200), str(script), str(converted["dali"]),
+           str(tmp_path)]
+    subprocess.run(cmd, check=True, env=env, timeout=300)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    for split, total in (("train", N_TRAIN), ("val", N_VAL)):
+        i0, i1 = r0[split]["indices"], r1[split]["indices"]
+        assert not set(i0) & set(i1) and sorted(i0 + i1) == list(range(total))
+        assert r0[split]["batches"] == r1[split]["batches"]
