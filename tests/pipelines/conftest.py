@@ -54,6 +54,7 @@ def cifar(data_root) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     xs, ys = fixtures.write_cifar10(src, 50, 20)
     out = data_root / "cifar_dali"
     convert("cifar10", src, out, "dali", progress=False, workers=1)
+    convert("cifar10", src, data_root / "cifar_ffcv", "ffcv", progress=False, workers=1)
     return src, out, xs, ys
 
 

@@ -153,3 +153,22 @@ def write_ffcv_frames(out: Path, data: dict[str, tuple[np.ndarray, np.ndarray]],
     shape = next(iter(data.values()))[0].shape[1:]
     _manifest(out, "ffcv", "frames", classes, {s: v[1] for s, v in data.items()}, shape)
     return out
+
+
+def write_fashion_mnist(root: Path, n_train: int = 30, n_test: int = 10, seed: int = 0):
+    """Fashion-MNIST idx-ubyte.gz files (grey 28x28 crops of real photos, random labels)."""
+    import gzip
+    import struct
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    crops = photo_crops(n_train + n_test, seed, (28, 28))
+    grey = [np.asarray(Image.fromarray(a).convert("L")) for a in crops]
+    x, y = np.stack(grey), rng.integers(0, 10, n_train + n_test).astype(np.uint8)
+    for pre, sl in (("train", slice(0, n_train)), ("t10k", slice(n_train, None))):
+        xs, ys = x[sl], y[sl]
+        with gzip.open(root / f"{pre}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 0x803, len(xs), 28, 28) + xs.tobytes())
+        with gzip.open(root / f"{pre}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 0x801, len(ys)) + ys.tobytes())
+    return x, y

@@ -117,3 +117,28 @@ def test_cifar_torchvision_reads_release_directly(cifar):
     x, y = _epoch(loader)
     assert y.tolist() == ys[50:].tolist()
     assert np.allclose(x[0, 0, 0, 0].item(), (xs[50][0, 0, 0] / 255 - 0.4914) / 0.2023, atol=1e-5)
+
+
+def test_cifar_ffcv_raw_images_equal_torchvision(cifar, data_root):
+    src, _, xs, ys = cifar
+    cfg = dict(dataset="cifar10", batch_size=10, workers=1, input_size=[3, 32, 32])
+    ref_x, ref_y = _epoch(cached_loader(image_cfg("torchvision", path=str(src), **cfg), "val"))
+    x, y = _epoch(cached_loader(image_cfg("ffcv", path=str(data_root / "cifar_ffcv"), **cfg), "val"))
+    assert torch.equal(y, ref_y) and torch.allclose(x, ref_x, atol=1e-5)  # raw pixels, full window
+
+
+def test_fashion_mnist_idx_and_converted_agree(data_root):
+    from fixtures import write_fashion_mnist
+
+    from tools.convert.api import convert
+
+    src = data_root / "fmnist"
+    x, y = write_fashion_mnist(src)
+    convert("fashion-mnist", src, data_root / "fmnist_dali", "dali", progress=False, workers=1)
+    cfg = dict(dataset="fashion_mnist", batch_size=5, workers=0, input_size=[3, 28, 28])
+    ref_x, ref_y = _epoch(cached_loader(image_cfg("torchvision", path=str(src), **cfg), "val"))
+    got_x, got_y = _epoch(cached_loader(image_cfg("dali", path=str(data_root / "fmnist_dali"), **cfg), "val"))
+    assert ref_y.tolist() == got_y.tolist() == y[30:].tolist()
+    assert torch.allclose(ref_x, got_x, atol=1e-5)
+    assert torch.equal(ref_x[:, 0], ref_x[:, 1]) and torch.equal(ref_x[:, 1], ref_x[:, 2])  # grey -> RGB
+    assert torch.allclose(ref_x[0, 0], (torch.tensor(x[30]).float() / 255 - 0.2860) / 0.3530, atol=1e-5)

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -61,6 +62,29 @@ def test_two_ranks_disjoint_union(tmp_path, jpeg_tree, converted):
         assert len(y0) == len(i0) and len(y1) == len(i1)
     # the two backends shard identically (same order function): same labels per rank
     assert ranks[0][("dali", "train")][1] == ranks[0][("torchvision", "train")][1]
+
+
+@pytest.mark.parametrize("order", ["random", "quasi_random", "sequential"])
+def test_epoch_order_shards(order):
+    from pipelines.base import epoch_order
+
+    for n in (10, 33, 600):
+        for world in (1, 2, 3):
+            for drop_last in (True, False):
+                shards = [epoch_order(n, seed=1, epoch=4, rank=r, world=world, order=order, train=True,
+                                      drop_last=drop_last) for r in range(world)]
+                assert len({len(s) for s in shards}) == 1  # equal per rank
+                flat = np.concatenate(shards)
+                if drop_last:
+                    assert len(set(flat.tolist())) == len(flat) == n // world * world  # disjoint
+                else:
+                    assert set(flat.tolist()) == set(range(n))  # union = split (wrap-around padding)
+                again = epoch_order(n, seed=1, epoch=4, rank=0, world=world, order=order, train=True,
+                                    drop_last=drop_last)
+                assert np.array_equal(again, shards[0])  # a function of (seed, epoch, rank)
+    a = epoch_order(600, seed=1, epoch=4, rank=0, world=1, order=order, train=True, drop_last=True)
+    b = epoch_order(600, seed=1, epoch=5, rank=0, world=1, order=order, train=True, drop_last=True)
+    assert np.array_equal(a, b) == (order == "sequential")
 
 
 @pytest.mark.slow
