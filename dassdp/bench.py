@@ -217,11 +217,40 @@ def bench_step(model_name: str = "spikingresformer_cifar", B: int = 32, T: int =
             "observer_buffer_bytes": buffers, "off_s": off, "on_s": on}
 
 
+def bench_hook_alone(model_name: str = "spikingresformer_cifar", B: int = 32, T: int = 4, img: int = 32,
+                     reps: int = 20, device: str = "cpu") -> dict:
+    """The hook alone at the model's true site shapes (batch B, random signs), rule acting: median seconds.
+
+    Cheap and steady where whole training steps are too slow or noisy to time: the site shapes come from
+    one B=1 training forward, the recorded tensors are random with batch B.
+    """
+    from models.spikingresformer import create
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = create(model_name, T=T, img_size=img).to(dev).train()
+    hook = DASSDPHook(DASSDPConfig(enabled=True, warmup_steps=0))
+    hook.setup(model, steps_per_epoch=1000)
+    spent, seen = [0.0], []
+    _instrument(hook, spent, seen)
+    with torch.no_grad():
+        model(torch.randn(1, 3, img, img, device=dev))
+    g = torch.Generator(device=dev).manual_seed(0)
+    seen = [(store, side, torch.randn(x.shape[0], B, *x.shape[2:], generator=g, device=dev))
+            for store, side, x in seen]  # [T, B, ...] at the site's shape
+    _replay(hook, model, seen, torch.tensor(2.3, device=dev), reps=2)  # warm-up
+    times = _replay(hook, model, seen, torch.tensor(2.3, device=dev), reps=reps)
+    hook.close()
+    return {"model": model_name, "B": B, "T": T, "img": img, "device": device,
+            "threads": torch.get_num_threads(), "hook_alone_s": statistics.median(times),
+            "site_shapes": [f"{side}:{tuple(x.shape)}" for _, side, x in seen]}
+
+
 def _mb(b: float) -> str:
     return f"{b / 2**20:8.2f} MB"
 
 
-def report(kernel: list[dict], step: dict | None) -> str:
+def report(kernel: list[dict], step: dict | None, alone: dict | None = None) -> str:
     """The figures as text."""
     lines = [f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} threads"]
@@ -241,6 +270,11 @@ def report(kernel: list[dict], step: dict | None) -> str:
                      f"{1e3 * step['hook_isolated_s']:.2f} ms = {step['hook_isolated_pct']:.3f}%")
         lines.append(f"  observer buffers {step['observer_buffer_bytes']} bytes "
                      "(the hook's only persistent memory besides 6 float64 sums per site)")
+    if alone:
+        share = f" = {100 * alone['hook_alone_s'] / step['step_off_s']:.3f}% of the step" if step else ""
+        lines.append(f"hook alone on {alone['model']} site shapes (B={alone['B']}, T={alone['T']}, "
+                     f"{alone['threads']} threads, rule acting, median of 20): "
+                     f"{1e3 * alone['hook_alone_s']:.2f} ms per step{share}")
     return "\n".join(lines)
 
 
@@ -251,7 +285,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=5, help="kernel repetitions (median)")
     p.add_argument("--pairs", type=int, default=3, help="off/on training-step pairs (median)")
     p.add_argument("--quick", action="store_true", help="kernel 3 reps, 1 step pair")
-    p.add_argument("--no-step", action="store_true", help="kernel only")
+    p.add_argument("--no-step", action="store_true", help="kernel and hook alone only (no training steps)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     a = p.parse_args(argv)
@@ -259,11 +293,12 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     reps, pairs = (3, 1) if a.quick else (a.reps, a.pairs)
     kernel = bench_kernel(reps=reps, device=a.device)
+    alone = bench_hook_alone(device=a.device)
     step = None if a.no_step else bench_step(pairs=pairs, device=a.device)
-    print(report(kernel, step))
+    print(report(kernel, step, alone))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"kernel": kernel, "step": step}, f, indent=1)
+            json.dump({"kernel": kernel, "step": step, "hook_alone": alone}, f, indent=1)
     return 0
 
 
