@@ -140,3 +140,42 @@ def test_sops_counted_on_spikes():
     assert 0 < res["firing_rates"]["layers.0.1.up.0"] < 1
     table = sops.format_table(res)
     assert "layers.0.0.matmul1" in table and "SOPs/image" in table and "mJ" in table
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_lif_kernel_is_bit_identical_to_spikingjelly(dtype):
+    from spikingjelly.activation_based import functional as sjf
+    from spikingjelly.activation_based import surrogate
+
+    from models.neurons import _CpuLIF
+
+    x = (torch.randn(5, 4096, generator=torch.Generator().manual_seed(0)) * 1.5).to(dtype)
+    v0, g = torch.zeros(4096), torch.randn(5, 4096).to(dtype)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    sa, va, _ = sjf.lif_multi_step(xa, v0, 2.0, True, 1.0, 0.0, surrogate.ATan(alpha=2.0), True, False)
+    sb, vb = _CpuLIF.apply(xb, v0, 2.0, 1.0, 2.0)
+    sa.backward(g)
+    sb.backward(g)
+    assert 0 < sa.float().mean() < 1
+    assert torch.equal(sa, sb) and torch.equal(va, vb) and torch.equal(xa.grad, xb.grad)
+    assert sb.dtype == dtype and xb.grad.dtype == dtype
+
+
+def test_torch_compile_traces_one_graph_without_breaks():
+    """Full graph in train mode (rate updates included); the neurons are spikingjelly's traceable ops."""
+    import torch._dynamo as dynamo
+
+    model = _tiny().to(memory_format=torch.channels_last).train()
+    explained = dynamo.explain(model)(torch.randn(2, 3, IMG, IMG))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_matches_eager():
+    model = _tiny().to(memory_format=torch.channels_last).eval()
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        eager = model(x)
+        reset_net(model)
+        compiled = torch.compile(model, fullgraph=True, dynamic=False)(x)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
