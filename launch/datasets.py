@@ -1,7 +1,6 @@
 """Data that a job can make for itself: Fashion-MNIST converted by dassdp-convert on first use."""
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,10 +27,11 @@ def ensure_data(data: DataConfig, *, main: bool) -> None:
         raise ConfigError(f"data.path={data.path} is not converted and Fashion-MNIST is not installed; run "
                           f"`make setup` (installs dataset-fashion-mnist), then `{' '.join(cmd)}`")
     print(f"dassdp-train: converting Fashion-MNIST for the first run: {' '.join(cmd)}", file=sys.stderr)
-    exe = [sys.executable, "-m", "tools.convert.cli", *cmd[1:3], str(Path(data.path).resolve()), *cmd[4:],
-           "--quiet"]
-    done = subprocess.run(exe, capture_output=True, text=True)
-    if done.returncode != 0 or not (Path(data.path) / "manifest.json").is_file():
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise ConfigError(f"data.path={data.path}: automatic conversion failed ({tail[0]}); run "
-                          f"`{' '.join(cmd)}` yourself and retry")
+    from tools.convert.api import convert  # the same code as the command, in this process
+
+    try:
+        convert("fashion-mnist", FASHION_MNIST_SRC, Path(data.path), data.backend,
+                progress=sys.stderr.isatty())
+    except Exception as e:  # noqa: BLE001 - one line for the user, the command to retry by hand
+        raise ConfigError(f"data.path={data.path}: automatic conversion failed ({type(e).__name__}: "
+                          f"{str(e)[:200]}); run `{' '.join(cmd)}` yourself and retry") from e

@@ -40,6 +40,13 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def sync_buffers(model, acc) -> None:
+    """Broadcast rank 0's buffers (BN statistics, firing-rate EMAs) to every rank."""
+    if acc.num_processes > 1:
+        for b in model.buffers():
+            torch.distributed.broadcast(b, 0)
+
+
 class TrainState:
     """Counters and checkpoint I/O of one `Trainer` (main process writes, every rank reads)."""
 
@@ -212,9 +219,7 @@ class TrainState:
     # ------------------------------------------------------------------------- end of training
     def sync_buffers(self) -> None:
         """Rank 0's buffers (BN statistics, firing-rate EMAs) on every rank."""
-        if self.acc.num_processes > 1:
-            for b in self.tr.raw.buffers():
-                torch.distributed.broadcast(b, 0)
+        sync_buffers(self.tr.raw, self.acc)
 
     def finish(self) -> None:
         """Sync buffers, compare ranks, optional per-rank weights, write summary.json."""

@@ -19,7 +19,7 @@ from launch import parts
 from launch.checkpoint import CheckpointLoadError, versions
 from launch.config import Config, ConfigError, to_yaml
 from launch.metrics import Progress, RunLogger, StepTimer, write_run_info
-from launch.state import TrainState
+from launch.state import TrainState, sync_buffers
 
 
 class TrainingStopped(Exception):
@@ -262,7 +262,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """Validation loss, top-1 and top-5 over the whole split, summed over ranks."""
         model, acc = self.raw, self.acc
-        self.state.sync_buffers()
+        sync_buffers(model, acc)
         model.eval()
         if hasattr(self.val_loader, "set_epoch"):
             self.val_loader.set_epoch(0)

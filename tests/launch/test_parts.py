@@ -1,0 +1,62 @@
+"""Recipe parts: optimizer parameter groups, the cosine schedule with warm-up, the loss and TET."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from launch import parts
+from launch.config import OptimConfig, SchedConfig
+
+
+def test_no_weight_decay_on_1d_params_and_plif_w():
+    from spikingjelly.activation_based import neuron
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), neuron.ParametricLIFNode(init_tau=2.0),
+                          nn.Linear(4, 2))
+    opt = parts.build_optimizer(model, OptimConfig(lr=1e-3, weight_decay=0.01))
+    wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert wd[id(p)] == (0.01 if p.dim() > 1 else 0.0), name
+    assert isinstance(opt, torch.optim.AdamW)
+
+
+def _expected_lr(t: float, total: float, warm: float, lr=1e-3, wlr=1e-5, mlr=1e-5) -> float:
+    if t < warm:
+        return wlr + t * (lr - wlr) / warm
+    return mlr + 0.5 * (lr - mlr) * (1 + math.cos(math.pi * t / total))
+
+
+def test_cosine_with_warmup_per_epoch_and_per_step():
+    p = nn.Parameter(torch.zeros(2))
+    for per_step in (False, True):
+        opt = torch.optim.AdamW([p], lr=1e-3)
+        sched = parts.build_scheduler(opt, SchedConfig(per_step=per_step), epochs=10, steps_per_epoch=4)
+        assert math.isclose(opt.param_groups[0]["lr"], 1e-5)  # the first epoch starts at warmup_lr
+        for e in range(10):
+            for s in range(4):
+                t = e * 4 + s
+                want = _expected_lr(t, 40, 12) if per_step else _expected_lr(e, 10, 3)
+                assert math.isclose(opt.param_groups[0]["lr"], want, rel_tol=1e-9), (per_step, e, s)
+                sched.step_update(t + 1)
+            sched.step(e + 1)
+
+
+def test_loss_on_t_mean_and_tet():
+    torch.manual_seed(0)
+    out, y = torch.randn(4, 5, 3), torch.randint(0, 3, (5,))  # [T, B, K]
+    crit = parts.Criterion(label_smoothing=0.1)
+    assert torch.allclose(crit(out, y), F.cross_entropy(out.mean(0), y, label_smoothing=0.1))
+    soft = F.one_hot(y, 3).float() * 0.9 + 0.1 / 3
+    assert torch.allclose(crit(out, soft), -(soft * out.mean(0).log_softmax(-1)).sum(-1).mean())
+    tet = parts.Criterion(tet=True, phi=1.0, lam=0.2)
+    naive = sum(F.cross_entropy(out[t], y) for t in range(4)) / 4 * 0.8 + 0.2 * ((out - 1.0) ** 2).mean()
+    assert torch.allclose(tet(out, y), naive)
+
+
+def test_topk_counts():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3], [0.2, 0.3, 0.5]])
+    c1, c5 = parts.topk_correct(logits, torch.tensor([1, 2, 0]))
+    assert int(c1) == 1 and int(c5) == 3
