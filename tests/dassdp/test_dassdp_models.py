@@ -25,10 +25,7 @@ def _step(model, opt, hook, x, y, step):
 
 def test_spikingresformer_tiny_update_equals_authors_formulas():
     torch.manual_seed(0)
-    model = create("spikingresformer_tiny", T=2, img_size=16)
-    for m in model.modules():  # channels-last conv weights, as the trainer uses (Wproj is one)
-        if isinstance(m, torch.nn.Conv2d):
-            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+    model = create("spikingresformer_tiny", T=2, img_size=16).to(memory_format=torch.channels_last)
     sites = model.dassdp_sites()
     hook = DASSDPHook(DASSDPConfig(enabled=True, warmup_steps=1))
     hook.setup(model, steps_per_epoch=10)
