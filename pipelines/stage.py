@@ -44,6 +44,7 @@ class DeviceStage:
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True).long()
         gen = torch.Generator(device=self.device).manual_seed(seed)
+        self._seed = seed
         if x.dim() == 5:  # [B, T, 2, H, W] event frames
             x = self._frames(x, gen)
         elif x.dtype == torch.uint8:
@@ -57,6 +58,8 @@ class DeviceStage:
     def _images(self, x: torch.Tensor, gen: torch.Generator, seed: int) -> torch.Tensor:
         from pipelines.base import seeded_python_random
 
+        if self._cpu_fast(x):  # one pass uint8 -> normalised float (torch needs 3 passes: ~6x slower here)
+            return self._lut_normalise(x)
         if x.shape[-1] == 3 and x.shape[1] != 3:
             x = x.permute(0, 3, 1, 2)  # [B, 3, H, W] view of NHWC memory = channels-last
         x = x.float()  # keeps the channels-last strides
@@ -66,6 +69,27 @@ class DeviceStage:
             x = x.sub_(self.mean).div_(self.std)
         if self.erase is not None:
             with seeded_python_random(seed ^ 0x5E):
+                x = self.erase(x)
+        return x
+
+    def _cpu_fast(self, x: torch.Tensor) -> bool:
+        return (x.device.type == "cpu" and self.randaug is None and self.mean is not None and x.dim() == 4
+                and x.shape[-1] == 3 and x.is_contiguous())
+
+    def _lut_normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] -> float32 [B, 3, H, W] channels-last, normalised through a [3, 256] table."""
+        from pipelines.fastops import lut_nhwc
+
+        if not hasattr(self, "_lut"):
+            v = torch.arange(256, dtype=torch.float32).view(1, 256)
+            self._lut = ((v - self.mean.view(3, 1)) / self.std.view(3, 1)).numpy()  # [3, 256]
+        out = torch.empty(x.shape, dtype=torch.float32)
+        lut_nhwc(x.numpy(), self._lut, out.numpy())
+        x = out.permute(0, 3, 1, 2)  # [B, 3, H, W] view, channels-last memory
+        if self.erase is not None:
+            from pipelines.base import seeded_python_random
+
+            with seeded_python_random(self._seed ^ 0x5E):
                 x = self.erase(x)
         return x
 
