@@ -66,7 +66,7 @@ bench model_l 60 model --set configs=spikingresformer_l:224:4:32:bf16 --set comp
 # DA-SSDP: hook overhead at the recipe's CIFAR step and dW at ImageNet-L shapes.
 bench dassdp 40 dassdp --set steps_per_repeat=10 --set repeats=5 --set warmup=3
 # the trainer end to end on the JPEG tree with each backend (bf16, 224 px, DA-SSDP on).
-bench e2e 50 e2e --set model=spikingresformer_ti --set batch_size=64 --set workers=8 --set amp=true \
+bench e2e 50 e2e --set model=spikingresformer_ti --set size=224 --set batch_size=64 --set workers=8 --set amp=true \
   --set steps=20 --set repeats=2
 
 "$PY" - "$OUT" <<'EOF'

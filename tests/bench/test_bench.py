@@ -113,3 +113,29 @@ def test_cli_dassdp_dw_matches_naive_and_uses_less_memory(tmp_path):
     assert (ratio["a"], ratio["b"]) == ("dw_ours", "dw_naive")
     (err,) = [r for r in doc["results"] if r["metric"] == "dw_max_abs_error"]
     assert err["max"] < 1e-6
+
+
+def test_cli_model_and_dassdp_hook_on_the_tiny_variant(tmp_path):
+    out = tmp_path / "model.json"
+    cli.main(["model", "--json", str(out), "--no-charts", "--threads", "1",
+              "--set", "configs=spikingresformer_tiny:16:2:2:fp32", "--set", "official=false",
+              "--set", "compile=false", "--set", "repeats=1", "--set", "warmup=0",
+              "--set", "neuron_shapes=2x2x4x4x4"])
+    doc = json.loads(out.read_text())
+    _check_shape(doc, "model")
+    metrics = {(r["case"], r["metric"]) for r in doc["results"]}
+    assert {("eager", "train_images_per_s"), ("eager", "forward_images_per_s"),
+            ("eager", "train_peak_memory"), ("lif_kernel", "neuron_updates_per_s"),
+            ("lif_stepwise", "neuron_updates_per_s")} <= metrics
+    out = tmp_path / "hook.json"
+    cli.main(["dassdp", "--json", str(out), "--no-charts", "--threads", "1", "--set", "parts=hook",
+              "--set", "model=spikingresformer_tiny", "--set", "img_size=16", "--set", "batch_size=2",
+              "--set", "repeats=2", "--set", "warmup=1"])
+    doc = json.loads(out.read_text())
+    _check_shape(doc, "dassdp")
+    cases = {r["case"] for r in doc["results"] if r["metric"] == "train_step_time"}
+    assert cases == {"dassdp_on", "dassdp_off"}
+    (ratio,) = [r for r in doc["ratios"] if r["metric"] == "train_step_time"]
+    assert (ratio["a"], ratio["b"]) == ("dassdp_on", "dassdp_off") and ratio["median"] > 0
+    (hook_time,) = [r for r in doc["results"] if r["metric"] == "after_optimizer_step_time"]
+    assert hook_time["repeats"] == 2 and hook_time["min"] > 0
