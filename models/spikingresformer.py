@@ -143,6 +143,7 @@ def create(name: str, *, T: int = 4, num_classes: int | None = None, img_size: i
     if pretrained:
         raise ValueError(f"{name}: no download URLs; build with pretrained=False and call "
                          "models.load_weights(model, path)")
+    in_channels = in_channels or kwargs.pop("in_chans", None)  # timm's spelling
     unknown = set(kwargs) - {"pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "drop_rate",
                              "drop_path_rate"}
     if unknown:
