@@ -335,6 +335,13 @@ def derive(cfg: Config, where: str = "<config>") -> Config:
         (cfg.dassdp.warmup_epochs >= 0, "dassdp.warmup_epochs", cfg.dassdp.warmup_epochs, "0 or more"),
         (cfg.dassdp.sigma > 0, "dassdp.sigma", cfg.dassdp.sigma, "positive"),
         (cfg.dassdp.dw_clip > 0, "dassdp.dw_clip", cfg.dassdp.dw_clip, "positive"),
+        (cfg.dassdp.a_plus >= 0, "dassdp.a_plus", cfg.dassdp.a_plus, "0 or more"),
+        (cfg.dassdp.a_minus is None or cfg.dassdp.a_minus >= 0, "dassdp.a_minus", cfg.dassdp.a_minus,
+         "0 or more"),
+        (cfg.dassdp.gate_clip[0] <= cfg.dassdp.gate_clip[1], "dassdp.gate_clip", cfg.dassdp.gate_clip,
+         "[low, high] with low <= high"),
+        (cfg.dassdp.warmup_steps is None or cfg.dassdp.warmup_steps >= 0, "dassdp.warmup_steps",
+         cfg.dassdp.warmup_steps, "0 or more"),
         (cfg.log.every_steps >= 1, "log.every_steps", cfg.log.every_steps, "at least 1"),
     ]
     for ok, key, value, what in checks:
