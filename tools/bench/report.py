@@ -98,3 +98,28 @@ def format_table(doc: dict) -> str:
         lines.append(f"ratio    {pair[:34]:34} {r['metric'][:22]:22} {r['median']:11.4g} "
                      f"{r.get('min', float('nan')):11.4g} {r.get('max', float('nan')):11.4g}  x")
     return "\n".join(lines)
+
+
+def markdown(doc: dict) -> str:
+    """Results and ratios of one document as Markdown tables (for docs/benchmarks.md)."""
+    e = doc["environment"]
+    head = (f"`{' '.join(doc['command'])}` — {e['hardware']['cpu']}, {e['hardware']['usable_cores']} cores, "
+            f"torch threads {e['threads']['torch_intra_op']}, load average {e['load_average_start'][0]} -> "
+            f"{e['load_average_end'][0]}, git {str(e['git']['commit'])[:8]}")
+    lines = [head, "", "| case | metric | median | min | max | unit |", "|---|---|---:|---:|---:|---|"]
+    for r in doc["results"]:
+        lines.append(f"| {_label(r)} | {r['metric']} | {r['median']:.4g} | {r['min']:.4g} | {r['max']:.4g} "
+                     f"| {r['unit']} |")
+    if doc["ratios"]:
+        lines += ["", "| ratio | metric | median | min | max |", "|---|---|---:|---:|---:|"]
+        for r in doc["ratios"]:
+            lines.append(f"| {r['a']} / {r['b']} {r.get('label', '')} | {r['metric']} | {r['median']:.3g} | "
+                         f"{r.get('min', float('nan')):.3g} | {r.get('max', float('nan')):.3g} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m tools.bench.report FILE.json ...: Markdown tables
+    import sys
+
+    for name in sys.argv[1:]:
+        print(markdown(json.loads(Path(name).read_text())) + "\n")
