@@ -48,6 +48,18 @@ def rrc_window(rng: random.Random, h: int, w: int, scale=(0.08, 1.0), ratio=(3 /
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
+def sample_window(recipe, train: bool, h: int, w: int, seed: int) -> tuple[int, int, int, int, int]:
+    """(top, left, height, width, flip) of one sample, drawn exactly as the torchvision backend's timm
+    transform does after `random.seed(seed)` and `torch.manual_seed(seed)` (crop: random, flip: torch)."""
+    import torch
+
+    if not train:
+        return (*center_window(h, w, recipe.size, recipe.eval_resize), 0)
+    t, l, ch, cw = rrc_window(random.Random(seed), h, w) if recipe.random_crop else (0, 0, h, w)
+    flip = bool(torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5)
+    return t, l, ch, cw, int(flip)
+
+
 def center_window(h: int, w: int, size: tuple[int, int], resize: int):
     """Source window of timm's eval transform (shorter side -> resize, center crop size)."""
     f = resize / min(h, w)

@@ -6,15 +6,14 @@ Tiny-image numpy shards need no decode: they are gathered on the host and resize
 """
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipelines.base import DataError, Loader, mix_seed
-from pipelines.crops import center_window, jpeg_size, rrc_window
+from pipelines.base import DataError, Loader
+from pipelines.crops import jpeg_size, sample_window
 from pipelines.shards import ArrayShards, TarShards, require_manifest
 
 
@@ -57,25 +56,16 @@ class DALILoader(Loader):
         self._pipe.build()
 
     def _windows(self, blobs: list[bytes], idx: np.ndarray):
-        base = mix_seed(self.seed, self.epoch, 0x5A)
         anchors, shapes, flips = [], [], []
-        for data, i in zip(blobs, idx.tolist()):
+        for data, i, seed in zip(blobs, idx.tolist(), self.sample_seeds(idx).tolist()):
             try:
                 H, W = jpeg_size(data)
             except ValueError as e:
                 raise DataError(f"{self.tars.name(i)} (sample {i}): {e}") from e
-            seed = mix_seed(base, i)  # same per-sample seed as the torchvision backend -> same crop and flip
-            rng = random.Random(seed)
-            if not self.train:
-                t, l, ch, cw = center_window(H, W, self.recipe.size, self.recipe.eval_resize)
-            elif self.recipe.random_crop:
-                t, l, ch, cw = rrc_window(rng, H, W)
-            else:
-                t, l, ch, cw = 0, 0, H, W
+            t, l, ch, cw, flip = sample_window(self.recipe, self.train, H, W, seed)  # = the timm draws
             anchors.append(np.array([l, t], np.float32))
             shapes.append(np.array([cw, ch], np.float32))
-            flip = self.train and bool(torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5)
-            flips.append(np.array(int(flip), np.int32))
+            flips.append(np.array(flip, np.int32))
         return anchors, shapes, flips
 
     def _batches(self, order: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

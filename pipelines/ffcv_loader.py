@@ -10,7 +10,7 @@ from queue import Empty
 import numpy as np
 import torch
 
-from pipelines.base import DataError, Loader, mix_seed
+from pipelines.base import DataError, Loader
 
 _FAILED: dict[int, BaseException] = {}  # thread id -> exception of a dead ffcv pipeline thread
 _previous_hook = threading.excepthook
@@ -93,14 +93,21 @@ def read_manifest(root: str) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def beton_labels(path: Path) -> np.ndarray:
-    """Labels straight from the beton's metadata table (no decode)."""
+def beton_labels(path: Path, with_sizes: bool = False):
+    """Labels from the beton's metadata table (no decode); optionally image (height, width) [N, 2]."""
     from ffcv.reader import Reader
 
     r = Reader(str(path))
-    if "label" not in r.handlers:
-        raise ValueError(f"{path} has fields {list(r.handlers)}; expected a 'label' field")
-    return np.asarray(r.metadata[f"f{list(r.handlers).index('label')}"], dtype=np.int64).reshape(-1)
+    names = list(r.handlers)
+    if "label" not in names:
+        raise ValueError(f"{path} has fields {names}; expected a 'label' field")
+    labels = np.asarray(r.metadata[f"f{names.index('label')}"], dtype=np.int64).reshape(-1)
+    if not with_sizes:
+        return labels
+    if "image" not in names:
+        raise ValueError(f"{path} has fields {names}; expected an 'image' field (RGBImageField)")
+    meta = r.metadata[f"f{names.index('image')}"]
+    return labels, np.stack([meta["height"], meta["width"]], 1).astype(np.int64)
 
 
 class FFCVLoader(Loader):
@@ -111,18 +118,24 @@ class FFCVLoader(Loader):
     def _read_labels(self) -> np.ndarray:
         self.beton = beton_path(self.cfg.path, self.split)
         self.manifest = read_manifest(self.cfg.path)
-        self._state = np.zeros(2, dtype=np.uint64)  # live decoder state: [epoch base seed, unused]
+        labels, self._hw = beton_labels(self.beton, with_sizes=True)  # [N], [N, 2] (height, width)
+        self._windows = np.zeros((len(labels), 5), dtype=np.int32)  # live table read by the decoder
+        self._error = np.zeros(1, dtype=np.uint64)  # live: 1 + index of a sample that failed to decode
         self._ffcv = None
-        return beton_labels(self.beton)
+        return labels
 
     def _decoder(self):
-        from pipelines.ffcv_ops import SeededCropDecoder
+        from pipelines.ffcv_ops import WindowCropDecoder
 
-        r = self.recipe
-        if not self.train:
-            frac = r.size[0] / r.eval_resize  # timm eval: shorter side -> eval_resize, center crop size
-            return SeededCropDecoder(r.size, self._state, mode=2, flip=False, crop_frac=frac)
-        return SeededCropDecoder(r.size, self._state, mode=0 if r.random_crop else 1, flip=True)
+        return WindowCropDecoder(self.recipe.size, self._windows, self._error)
+
+    def _fill_windows(self, order: np.ndarray) -> None:
+        """Crop windows + flips of this epoch's samples (host, same draws as torchvision/DALI)."""
+        from pipelines.crops import sample_window
+
+        for i, seed in zip(order.tolist(), self.sample_seeds(order).tolist()):
+            h, w = int(self._hw[i, 0]), int(self._hw[i, 1])
+            self._windows[i] = sample_window(self.recipe, self.train, h, w, seed)
 
     def _pipelines(self) -> dict:
         from ffcv.fields.basics import IntDecoder
@@ -144,12 +157,12 @@ class FFCVLoader(Loader):
     def _batches(self, order: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._ffcv is None:
             self._build()
-        self._state[0] = np.uint64(mix_seed(self.seed, self.epoch, 0x5A))
+        self._fill_windows(order)
         type(self._ffcv_order).current = order.astype(np.uint64)
         self._ffcv.first_traversal_order = order  # ffcv sizes the epoch from this attribute
-        self._state[1] = 0
+        self._error[0] = 0
         for b, (x, y) in enumerate(guarded_iter(self._ffcv, self.beton)):
-            if self._state[1]:
-                bad = int(self._state[1]) - 1
+            if self._error[0]:
+                bad = int(self._error[0]) - 1
                 raise DataError(f"{self.beton}: sample {bad} failed to decode (batch {b}); re-convert it")
             yield x, y.clone()  # ffcv reuses its buffers; the stage copies images, labels we copy here

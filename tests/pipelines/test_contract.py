@@ -52,24 +52,15 @@ def test_eval_batches_match_torchvision(backend, jpeg_tree, converted):
     assert torch.allclose(x.std((0, 2, 3)), ref_x.std((0, 2, 3)), rtol=0.03)
 
 
-def test_dali_train_crops_equal_torchvision(jpeg_tree, converted):
-    """DALI draws crop windows and flips from the same per-sample seeds as timm in the torchvision backend."""
+@pytest.mark.parametrize("backend", ["ffcv", "dali"])
+def test_train_crops_equal_torchvision(backend, jpeg_tree, converted):
+    """ffcv and DALI draw crop windows and flips from the same per-sample seeds as timm in torchvision."""
     ref_x, ref_y = _epoch(cached_loader(image_cfg("torchvision", jpeg_tree), "train"))
-    x, y = _epoch(cached_loader(image_cfg("dali", converted["dali"]), "train"))
+    x, y = _epoch(cached_loader(image_cfg(backend, converted[backend]), "train"))
     assert torch.equal(y, ref_y)
     diff = (x - ref_x).abs()
-    print(f"dali train vs torchvision: mean |d| {diff.mean():.4f}")
-    assert diff.mean() < 0.1
-
-
-def test_ffcv_train_statistics_match_torchvision(jpeg_tree, converted):
-    """ffcv draws its own crops (seeded, in numba): compare per-channel statistics, not pixels."""
-    ref_x, _ = _epoch(cached_loader(image_cfg("torchvision", jpeg_tree), "train"))
-    x, _ = _epoch(cached_loader(image_cfg("ffcv", converted["ffcv"]), "train"))
-    print("ffcv train mean/std", x.mean((0, 2, 3)), x.std((0, 2, 3)), "torchvision",
-          ref_x.mean((0, 2, 3)), ref_x.std((0, 2, 3)))
-    assert torch.allclose(x.mean((0, 2, 3)), ref_x.mean((0, 2, 3)), atol=0.25)  # 32 random crops each
-    assert torch.allclose(x.std((0, 2, 3)), ref_x.std((0, 2, 3)), rtol=0.15)
+    print(f"{backend} train vs torchvision: mean |d| {diff.mean():.4f}")
+    assert diff.mean() < 0.1 and diff.mean((1, 2, 3)).max() < 0.2  # decoder + resampler only
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
