@@ -30,6 +30,13 @@ class TrainingStopped(Exception):
         self.code = code
 
 
+def close_iter(it) -> None:
+    """Stop a loader iterator left before its end (generators and ffcv/DALI iterators have `close`)."""
+    close = getattr(it, "close", None)
+    if callable(close):
+        close()
+
+
 def build_accelerator(cfg: Config):
     """Accelerator from `train:` (precision, compile); device and process group from the launcher."""
     from accelerate import Accelerator
@@ -192,6 +199,7 @@ class Trainer:
                     return False
         finally:
             bar.close()
+            close_iter(it)
         return True
 
     def _next_batch(self, it, epoch: int, i: int):
@@ -267,8 +275,10 @@ class Trainer:
         if hasattr(self.val_loader, "set_epoch"):
             self.val_loader.set_epoch(0)
         sums = torch.zeros(4, dtype=torch.float64, device=acc.device)  # loss, top1, top5, n
-        for j, (images, targets) in enumerate(self.val_loader):
+        it = iter(self.val_loader)
+        for j, (images, targets) in enumerate(it):
             if self.cfg.train.eval_batches is not None and j >= self.cfg.train.eval_batches:
+                close_iter(it)  # a loader left mid-epoch must stop its threads (ffcv, DALI)
                 break
             with acc.autocast():
                 logits = model(images).mean(0).float()  # [B, K]
@@ -291,7 +301,9 @@ class Trainer:
         self.acc.print(f"test: loss {val['val_loss']:.4f} top1 {val['val_top1']:.4f} "
                        f"top5 {val['val_top5']:.4f} on {int(val['val_samples'])} samples")
         if self.acc.is_main_process:
-            images, _ = next(iter(self.val_loader))
+            it = iter(self.val_loader)
+            images, _ = next(it)
+            close_iter(it)
             self.raw.eval()
             with torch.no_grad():
                 table = sops.measure(self.raw, images)

@@ -153,7 +153,8 @@ def test_real_model_and_dassdp_resume_bit_exact(tmp_path, toy_train):
 
 def test_bf16_autocast_on_cpu(tmp_path, toy_train):
     out = tmp_path / "r"
-    assert toy_train(out, "train.epochs=1", "train.amp=true", "train.amp_dtype=bf16", "dassdp.enabled=true") == 0
+    rc = toy_train(out, "train.epochs=1", "train.amp=true", "train.amp_dtype=bf16", "dassdp.enabled=true")
+    assert rc == 0
     ck = load_checkpoint(out / "checkpoints/last.pt")
     assert ck["step"] == 8 and ck["scaler"] is None  # bf16 needs no loss scaling
     assert all(v.dtype == torch.float32 for v in weights(out).values() if v.is_floating_point())
