@@ -85,8 +85,10 @@ class DALILoader(Loader):
                 out, _ = self._pipe.run()
             except RuntimeError as e:
                 raise self.tars.explain(idx, blobs, e) from e
-            if self.device.type == "cuda":  # needs CUDA: DLPack hand-over of the GPU batch, no host copy
-                x = torch.from_dlpack(out.as_tensor())
+            if self.device.type == "cuda":  # needs CUDA: DLPack hand-over of the GPU batch, no host copy;
+                # clone + sync: DALI reuses its output buffer on the next run()
+                x = torch.from_dlpack(out.as_tensor()).clone()
+                torch.cuda.current_stream(self.device).synchronize()
             else:
                 x = torch.from_numpy(resize_batch(out, flips, self.recipe.size))
             yield x, torch.from_numpy(self.labels[idx])
