@@ -138,4 +138,6 @@ def test_cli_model_and_dassdp_hook_on_the_tiny_variant(tmp_path):
     (ratio,) = [r for r in doc["ratios"] if r["metric"] == "train_step_time"]
     assert (ratio["a"], ratio["b"]) == ("dassdp_on", "dassdp_off") and ratio["median"] > 0
     (hook_time,) = [r for r in doc["results"] if r["metric"] == "after_optimizer_step_time"]
-    assert hook_time["repeats"] == 2 and hook_time["min"] > 0
+    (own,) = [r for r in doc["results"] if r["metric"] == "hook_own_time"]
+    assert hook_time["repeats"] == own["repeats"] == 2 and 0 < hook_time["min"]
+    assert all(o > a for o, a in zip(own["samples"], hook_time["samples"]))  # + the observers' recording

@@ -9,6 +9,7 @@ Part 2 (`dw`): `dassdp.functional.delta_w` vs `dassdp.reference.delta_w_naive` (
 from __future__ import annotations
 
 import copy
+import time
 
 import torch
 
@@ -31,6 +32,41 @@ def _model(s: dict, device: torch.device) -> torch.nn.Module:
     return build_model(cfg).to(device)
 
 
+def time_observers(hook) -> list[float] | None:
+    """Wrap each site observer's recording call to add its seconds to a counter (CPU: no async work).
+
+    Uses the observers' `_store` method (dassdp internals); returns None when they are not there.
+    """
+    observers = getattr(hook, "observers", None)
+    if not observers or not all(hasattr(o, "_store") for o in observers):
+        return None
+    spent = [0.0]
+    for o in observers:
+        store = o._store
+
+        def timed(*args, store=store, **kwargs):
+            t0 = time.perf_counter()
+            store(*args, **kwargs)
+            spent[0] += time.perf_counter() - t0
+
+        o._store = timed
+    return spent
+
+
+def _own_time(case, stepper: Stepper, observer_s: list[float] | None, out: dict[str, list[float]]):
+    """Wrap a dassdp_on case: after each call append ms per step of after_optimizer_step and of the
+    hook's own work (observers + after_optimizer_step) to out["after"] and out["own"]."""
+    def run() -> int:
+        obs0, n_hook = (observer_s[0] if observer_s else 0.0), len(stepper.hook_seconds)
+        n = case()
+        after = sum(stepper.hook_seconds[n_hook:])
+        obs = (observer_s[0] - obs0) if observer_s else 0.0
+        out["after"].append(1e3 * after / n)
+        out["own"].append(1e3 * (after + obs) / n)
+        return n
+    return run
+
+
 def hook_part(bench: Bench, s: dict) -> None:
     """dassdp_on vs dassdp_off step time (interleaved) and peak memory per step."""
     from dassdp import DASSDPHook
@@ -45,9 +81,13 @@ def hook_part(bench: Bench, s: dict) -> None:
     x, y = synthetic_batch(s["batch_size"], 3, s["img_size"], s["num_classes"], dev)  # channels-last
     steppers = {"dassdp_on": Stepper(on, hook=hook), "dassdp_off": Stepper(off)}
     cases = {name: st.case(x, y, s["steps_per_repeat"]) for name, st in steppers.items()}
+    observer_s = time_observers(hook) if dev.type == "cpu" else None
+    own_ms: dict[str, list[float]] = {"after": [], "own": []}  # per call: ms per step
+    cases["dassdp_on"] = _own_time(cases["dassdp_on"], steppers["dassdp_on"], observer_s, own_ms)
     label = f"{s['model']} B={s['batch_size']} T={s['T']} {s['img_size']}px fp32"
     samples = bench.compare(cases, metric="train_step_time", unit="ms/step", warmup=s["warmup"],
                             repeats=s["repeats"], per_second=False, label=label)
+    after, own = (own_ms[k][-s["repeats"]:] for k in ("after", "own"))  # the timed rounds, in order
     rounds = [a / b for a, b in zip(samples["dassdp_on"], samples["dassdp_off"])]
     bench.add_ratio("dassdp_on", "dassdp_off", "train_step_time", rounds, label=label)
     bench.add("dassdp_on_vs_off", "step_overhead", "%", [100.0 * (r - 1.0) for r in rounds], label=label)
@@ -58,8 +98,13 @@ def hook_part(bench: Bench, s: dict) -> None:
                 timed(fn, dev)
             mems.append(pm.mib)
         bench.add(name, "step_peak_memory", "MiB", mems, label=label, memory_method=pm.method)
-    hook_ms = [1e3 * t for t in steppers["dassdp_on"].hook_seconds[-s["repeats"]:]]
-    bench.add("dassdp_on", "after_optimizer_step_time", "ms/step", hook_ms, label=label)
+    bench.add("dassdp_on", "after_optimizer_step_time", "ms/step", after, label=label)
+    if observer_s is not None:
+        bench.add("dassdp_on", "hook_own_time", "ms/step", own, label=label,
+                  what="observers' recording in the forward + after_optimizer_step")
+        off_ms = samples["dassdp_off"]
+        bench.add("dassdp_on", "hook_own_share", "%", [100 * a / b for a, b in zip(own, off_ms)], label=label,
+                  what="hook_own_time / the same round's dassdp_off step time")
     applied = steppers["dassdp_on"].metrics
     bench.notes.append(f"dassdp hook metrics after the last step: "
                        f"{ {k: float(v) for k, v in applied.items()} }")
