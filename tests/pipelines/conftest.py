@@ -15,11 +15,8 @@ if ROOT not in sys.path:
 if getattr(sys.modules.get("pipelines"), "__file__", 1) is None:
     del sys.modules["pipelines"]
 sys.path.insert(1, str(Path(__file__).parent))
-import fixtures  # noqa: E402
-
-from pipelines import DataConfig, build_loader  # noqa: E402
-
-N_TRAIN, N_VAL, CLASSES = 32, 12, 3
+import pl_fixtures as fixtures  # noqa: E402
+from pl_helpers import CLASSES, N_TRAIN, N_VAL  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -56,22 +53,3 @@ def cifar(data_root) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     convert("cifar10", src, out, "dali", progress=False, workers=1)
     convert("cifar10", src, data_root / "cifar_ffcv", "ffcv", progress=False, workers=1)
     return src, out, xs, ys
-
-
-def image_cfg(backend: str, path, **kw) -> DataConfig:
-    """DataConfig for the 3-class JPEG fixture."""
-    base = dict(dataset="folder", backend=backend, path=str(path), batch_size=4, workers=1,
-                num_classes=CLASSES)
-    base.update(kw)
-    return DataConfig(**base)
-
-
-_CACHE: dict = {}
-
-
-def cached_loader(cfg: DataConfig, split: str, **kw):
-    """One loader per (config, split) per session: ffcv compiles its pipeline once per loader (seconds)."""
-    key = (repr(cfg), split, repr(sorted(kw.items())))
-    if key not in _CACHE:
-        _CACHE[key] = build_loader(cfg, split, **kw)
-    return _CACHE[key]

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import N_TRAIN, N_VAL, image_cfg
+from pl_helpers import N_TRAIN, N_VAL, image_cfg
 
 
 @dataclass

@@ -6,8 +6,8 @@ import random
 import numpy as np
 import pytest
 import torch
-from fixtures import photo_crops
 from PIL import Image
+from pl_fixtures import photo_crops
 from timm.data.auto_augment import LEVEL_TO_ARG, NAME_TO_OP
 
 from pipelines.dvs_augment import dvs_augment

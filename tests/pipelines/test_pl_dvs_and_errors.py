@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import cached_loader, image_cfg
-from fixtures import write_dali_arrays, write_ffcv_frames
+from pl_fixtures import write_dali_arrays, write_ffcv_frames
+from pl_helpers import cached_loader, image_cfg
 
 from pipelines import DataConfig, DataError, build_loader
 

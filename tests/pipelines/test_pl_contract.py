@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, N_TRAIN, N_VAL, cached_loader, image_cfg
+from pl_helpers import CLASSES, N_TRAIN, N_VAL, cached_loader, image_cfg
 
 BACKENDS = ["torchvision", "ffcv", "dali"]
 
@@ -119,7 +119,7 @@ def test_cifar_ffcv_raw_images_equal_torchvision(cifar, data_root):
 
 
 def test_fashion_mnist_idx_and_converted_agree(data_root):
-    from fixtures import write_fashion_mnist
+    from pl_fixtures import write_fashion_mnist
 
     from tools.convert.api import convert
 
