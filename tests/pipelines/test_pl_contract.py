@@ -66,7 +66,7 @@ def test_train_crops_equal_torchvision(backend, jpeg_tree, converted):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_resume_mid_epoch_reproduces_batches(backend, jpeg_tree, converted):
     extra = {} if backend == "ffcv" else dict(augment="rand-m9-n3-mstd0.5-inc1", mixup=True,
-                                              label_smoothing=0.1)
+                                              label_smoothing=0.1, cutout=True)
     loader = cached_loader(image_cfg(backend, _path(backend, jpeg_tree, converted), **extra), "train", seed=3)
     loader.set_epoch(1)
     full = list(loader)
