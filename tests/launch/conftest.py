@@ -17,11 +17,8 @@ for _name in ("dassdp", "models", "pipelines"):
     if _name in sys.modules and getattr(sys.modules[_name], "__file__", None) is None:
         del sys.modules[_name]
 
-import toy  # noqa: E402
-
-REAL_ARGS = ["model.name=spikingresformer_tiny", "dassdp.warmup_steps=3"]  # real model + DA-SSDP acting
-TOY_ARGS = ["model.T=2", "model.num_classes=4", "data.input_size=[3,8,8]", "data.batch_size=8",
-            "train.amp=false", "log.every_steps=2", "sched.warmup_epochs=1", "optim.lr=1e-2"]
+import launch_toy as toy  # noqa: E402
+from launch_toy import TOY_ARGS  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")

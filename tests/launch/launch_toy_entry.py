@@ -1,10 +1,10 @@
-"""`accelerate launch tests/launch/toy_entry.py ARGS`: the real entry point with the stand-in parts."""
+"""`accelerate launch tests/launch/launch_toy_entry.py ARGS`: the real entry point with the stand-in parts."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import toy  # noqa: E402
+import launch_toy as toy  # noqa: E402
 
 from launch.train import main  # noqa: E402
 

@@ -136,7 +136,7 @@ def test_resume_path_errors(tmp_path, toy_train, capsys):
 
 def test_real_model_and_dassdp_resume_bit_exact(tmp_path, toy_train):
     """spikingresformer_tiny + DASSDPHook (gate fitted after 3 steps): stop mid-epoch, resume == straight."""
-    from conftest import REAL_ARGS
+    from launch_toy import REAL_ARGS
 
     common = [*REAL_ARGS, "train.epochs=2", "dassdp.enabled=true", "data.input_size=[3,16,16]"]
     real = dict(model="real", hook="real", n=48)

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import REAL_ARGS, TOY_ARGS
+from launch_toy import REAL_ARGS, TOY_ARGS
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCELERATE = [str(Path(sys.executable).with_name("accelerate")), "launch"]
-ENTRY = str(Path(__file__).with_name("toy_entry.py"))
+ENTRY = str(Path(__file__).with_name("launch_toy_entry.py"))
 COMMON = ["--mixed_precision", "no", "--dynamo_backend", "no"]
 
 

@@ -5,6 +5,10 @@ import torch
 from spikingjelly.activation_based import neuron
 from torch import nn
 
+REAL_ARGS = ["model.name=spikingresformer_tiny", "dassdp.warmup_steps=3"]  # real model + DA-SSDP acting
+TOY_ARGS = ["model.T=2", "model.num_classes=4", "data.input_size=[3,8,8]", "data.batch_size=8",
+            "train.amp=false", "log.every_steps=2", "sched.warmup_epochs=1", "optim.lr=1e-2"]
+
 
 class ToyNet(nn.Module):
     """A spiking net with the SpikingResformer contract: [B,C,H,W] or [B,T,C,H,W] in, [T,B,K] out."""

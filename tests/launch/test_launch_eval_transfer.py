@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import REAL_ARGS
+from launch_toy import REAL_ARGS
 
 REAL = dict(model="real", hook="real", n=16)
 
