@@ -106,10 +106,15 @@ def _spawn(impl: str, official_dir: str) -> subprocess.Popen:
 
 
 def _ask(proc: subprocess.Popen, req: dict) -> dict:
-    proc.stdin.write(json.dumps(req) + "\n")
-    proc.stdin.flush()
-    line = proc.stdout.readline()
-    return json.loads(line) if line else {"ok": False, "error": "worker died"}
+    try:
+        proc.stdin.write(json.dumps(req) + "\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+    except OSError:  # broken pipe: the worker is gone
+        line = ""
+    if not line:
+        return {"ok": False, "error": f"worker exited (code {proc.poll()}; killed for memory?)"}
+    return json.loads(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             for mode in a.modes.split(","):
                 _cell(procs, impls, a, cfg, dtype, mode)
     for proc in procs.values():
-        proc.stdin.close()
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
         proc.wait(timeout=60)
     return 0
 
