@@ -65,9 +65,20 @@ class Loader:
         self.batch_size = int(cfg.batch_size)
         self.drop_last = bool(cfg.drop_last) and self.train
         self.labels = np.asarray(self._read_labels(), dtype=np.int64)  # [N] whole split, all ranks
+        self._check_labels()
         from pipelines.stage import DeviceStage  # late import: stage imports augment modules
 
         self.stage = DeviceStage(self.recipe, cfg, self.train, self.device)
+
+    def _check_labels(self) -> None:
+        """Every label lies in [0, classes) (recipe count, else the manifest's), else one DataError."""
+        names = (getattr(self, "manifest", None) or {}).get("classes")
+        n = self.recipe.num_classes or (len(names) if names else None)
+        bad = np.nonzero((self.labels < 0) | (self.labels >= n))[0] if n and len(self.labels) else []
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(f"{self.cfg.path} ({self.split}): sample {i} has label {int(self.labels[i])}, "
+                            f"outside the {n} classes ({len(bad)} such samples); re-run the conversion")
 
     # -- backend interface -------------------------------------------------------------------
     def _read_labels(self) -> np.ndarray:

@@ -26,7 +26,9 @@ class DALILoader(Loader):
             raise ValueError(f"{self.cfg.path} holds event frames: use data.backend=dvs")
         root = Path(self.cfg.path) / self.split
         self.tars = TarShards(root) if list(root.glob("shard-*.tar")) else None
-        self.arrays = None if self.tars else ArrayShards(root, "images")
+        meta = ((self.manifest.get("dtypes") or {}).get("image", "uint8"),
+                (self.manifest.get("shapes") or {}).get("image"))
+        self.arrays = None if self.tars else ArrayShards(root, "images", *meta)
         self._pipe = None
         return (self.tars or self.arrays).labels
 

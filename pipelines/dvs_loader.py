@@ -32,7 +32,9 @@ class DVSLoader(Loader):
         if fmt == "ffcv":
             self.beton, self.arrays = beton_path(self.cfg.path, self.split), None
             return beton_labels(self.beton)
-        self.arrays = ArrayShards(root / self.split, "frames")
+        meta = ((self.manifest.get("dtypes") or {}).get("frames", "uint16"),
+                (self.manifest.get("shapes") or {}).get("frames"))
+        self.arrays = ArrayShards(root / self.split, "frames", *meta)
         return self.arrays.labels
 
     def _build(self):

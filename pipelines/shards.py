@@ -81,10 +81,20 @@ class TarShards:
         return DataError(f"DALI failed on samples {idx.tolist()} of {self.tars[0].parent}: {err}")
 
 
+def _check_array(f: Path, arr: np.ndarray, dtype: str | None, shape: list | None) -> None:
+    """A shard must hold what the manifest says (dtype, per-sample shape): else one DataError naming it."""
+    if dtype is not None and arr.dtype != np.dtype(dtype):
+        raise DataError(f"{f} holds {arr.dtype} samples, the manifest says {dtype}; the shard is not "
+                        "dassdp-convert output: re-run the conversion")
+    if isinstance(shape, (list, tuple)) and tuple(arr.shape[1:]) != tuple(shape):
+        raise DataError(f"{f} holds samples of shape {list(arr.shape[1:])}, the manifest says {list(shape)}; "
+                        "re-run the conversion")
+
+
 class ArrayShards:
     """`<stem>-%05d.npy` + `labels-%05d.npy` shards, memory-mapped and concatenated in sample order."""
 
-    def __init__(self, root: Path, stem: str):
+    def __init__(self, root: Path, stem: str, dtype: str | None = None, shape: list | None = None):
         files = sorted(root.glob(f"{stem}-*.npy"))
         if not files:
             raise FileNotFoundError(f"no {stem}-*.npy shards under {root}; re-run the conversion")
@@ -95,6 +105,7 @@ class ArrayShards:
                 raise FileNotFoundError(f"{lab} is missing (labels of {f.name})")
             self.parts.append(np.load(f, mmap_mode="r"))
             labels.append(np.load(lab))
+            _check_array(f, self.parts[-1], dtype, shape)
             if len(labels[-1]) != len(self.parts[-1]):
                 raise DataError(f"{f} holds {len(self.parts[-1])} samples but {lab.name} {len(labels[-1])}")
         self.labels = np.concatenate(labels).astype(np.int64)

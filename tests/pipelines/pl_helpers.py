@@ -8,8 +8,9 @@ N_TRAIN, N_VAL, CLASSES = 32, 12, 3
 
 def image_cfg(backend: str, path, **kw) -> DataConfig:
     """DataConfig for the 3-class JPEG fixture."""
+    folder = kw.get("dataset", "folder") == "folder"  # cifar/fmnist runs keep their own 10 classes
     base = dict(dataset="folder", backend=backend, path=str(path), batch_size=4, workers=1,
-                num_classes=CLASSES)
+                num_classes=CLASSES if folder else None)
     base.update(kw)
     return DataConfig(**base)
 
