@@ -97,7 +97,15 @@ def beton_labels(path: Path, with_sizes: bool = False):
     """Labels from the beton's metadata table (no decode); optionally image (height, width) [N, 2]."""
     from ffcv.reader import Reader
 
-    r = Reader(str(path))
+    want = (read_manifest(str(path.parent)).get("files") or {}).get(path.name, {}).get("bytes")
+    if want is not None and path.stat().st_size != int(want):
+        raise DataError(f"{path} has {path.stat().st_size} bytes but the manifest says {want}: the file is "
+                        "truncated or was replaced; re-run the conversion")
+    try:
+        r = Reader(str(path))
+    except Exception as e:  # ffcv's own errors on a damaged header/table are bare numpy errors
+        raise DataError(f"{path} cannot be read as a .beton ({type(e).__name__}: {e}); the file is "
+                        "truncated or corrupt: re-run the conversion") from None
     names = list(r.handlers)
     if "label" not in names:
         raise ValueError(f"{path} has fields {names}; expected a 'label' field")

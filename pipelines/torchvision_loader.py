@@ -84,7 +84,11 @@ class TorchvisionLoader(Loader):
                 _Dataset(self.source, self.transform), batch_size=self.batch_size, sampler=self._sampler,
                 num_workers=w, pin_memory=self.device.type == "cuda", persistent_workers=w > 0,
                 prefetch_factor=4 if w > 0 else None)
-        yield from self._dl
+        try:
+            yield from self._dl
+        except DataError as e:  # torch re-raises a worker's error with the worker's traceback as its text
+            last = str(e).strip().splitlines()[-1]
+            raise DataError(last.split("DataError: ", 1)[-1]) from None
 
 
 class _Sampler(torch.utils.data.Sampler):
