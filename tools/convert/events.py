@@ -32,6 +32,9 @@ def _skip_header(data: bytes) -> int:
 def read_aedat2(path: Path) -> dict[str, np.ndarray]:
     """CIFAR10-DVS AEDAT 2.0 file -> events t, x, y, p with spikingjelly's transpose/flip/invert applied."""
     data = Path(path).read_bytes()
+    if not data.startswith(b"#!AER-DAT"):  # every release file starts with "#!AER-DAT2.0"
+        raise ConvertError(f"{path}: not an AEDAT file (no '#!AER-DAT' header line); replace it with the "
+                           "original recording or pass --skip-corrupt.")
     body = data[_skip_header(data) :]
     if len(body) % 8:
         raise ConvertError(
