@@ -178,9 +178,10 @@ class TrainState:
         try:
             tr.raw.load_state_dict(sd["model"])
         except RuntimeError as e:
-            raise CheckpointLoadError(f"checkpoint {path} does not fit {tr.cfg.model.name}: "
-                                      f"{str(e).splitlines()[0]}; use --transfer for another architecture"
-                                      ) from None
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+            why = " ".join(lines[1:3])[:300] or lines[0]  # torch's first line only says "Error(s) in ..."
+            raise CheckpointLoadError(f"checkpoint {path} does not fit {tr.cfg.model.name}: {why}; use "
+                                      "--transfer for another architecture or class count") from None
         tr.optimizer.load_state_dict(sd["optimizer"])
         tr.sched.load_state_dict(sd["scheduler"])
         if sd.get("scaler") and acc.scaler is not None:
