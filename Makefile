@@ -37,5 +37,13 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Real training on the embedded default (Fashion-MNIST), then a summary; see README "Quick start".
+demo: setup
+	$(BIN)/python -m tools.demo
+
+# The CIFAR10-DVS transfer walk-through on a small recorded tree (README "DVS transfer").
+demo-dvs: setup
+	$(BIN)/python -m tools.demo_dvs
+
 clean-venv:
 	rm -rf $(VENV)
