@@ -92,4 +92,4 @@ def test_readme_has_commands():
 
 
 def test_config_reference_in_sync():
-    assert check(README), "stale README config reference: `python -m tools.config_reference --write README.md`"
+    assert check(README), "stale config reference: `python -m tools.config_reference --write README.md`"
