@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -257,13 +258,19 @@ def run_plan(
     _clean_tmp(work)
     specs = _units(plan, fmt, opts, work)
     workers = int(opts["workers"] or os.cpu_count() or 1)
-    records = _run_units(specs, work, out, fmt, workers, progress)
-    if fmt == "dali":
-        files, splits = _finalize_dali(plan, specs, records, work, out)
-    else:
-        files, splits = _finalize_ffcv(plan, specs, records, work, out, opts, progress)
-    manifest = _manifest(plan, fmt, opts, files, splits, records)
-    atomic_write_json(out / "manifest.json", manifest)
+    try:
+        records = _run_units(specs, work, out, fmt, workers, progress)
+        if fmt == "dali":
+            files, splits = _finalize_dali(plan, specs, records, work, out)
+        else:
+            files, splits = _finalize_ffcv(plan, specs, records, work, out, opts, progress)
+        manifest = _manifest(plan, fmt, opts, files, splits, records)
+        atomic_write_json(out / "manifest.json", manifest)
+    except OSError as e:  # disk full, quota, read-only: one line; finished units stay for the rerun
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            raise
+        raise ConvertError(f"{e.filename or out}: cannot write ({e.strerror}); free space in {out.parent} "
+                           "and rerun the same command: finished units are kept.") from None
     shutil.rmtree(work, ignore_errors=True)
     return manifest
 
