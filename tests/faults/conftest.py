@@ -10,6 +10,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "launch"))  # reuse the trainer tests' stand-in parts (launch_toy)
+sys.path.insert(0, str(HERE.parent / "convert"))  # and the converter tests' data makers
 
 import faults_tally  # noqa: E402
 
