@@ -12,11 +12,12 @@ def fault(name: str, survived: bool) -> None:
     LOG.append(f"fault {name}: {'survived' if survived else 'FAILED'}")
 
 
-def hostile(name: str, clean: bool) -> None:
+def hostile(name: str, clean: bool, log: bool = True) -> None:
     """Record one hostile input and whether it was rejected with one clear error."""
     COUNTS["tried"] += 1
     COUNTS["rejected_cleanly"] += int(bool(clean))
-    LOG.append(f"input {name}: {'rejected cleanly' if clean else 'NOT clean'}")
+    if log or not clean:
+        LOG.append(f"input {name}: {'rejected cleanly' if clean else 'NOT clean'}")
 
 
 def line() -> str:

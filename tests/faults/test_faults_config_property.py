@@ -73,6 +73,6 @@ def test_property_tally():
     n = SEEN["valid"] + SEEN["config_error"]
     assert n > 0
     for _ in range(SEEN["config_error"]):
-        faults_tally.hostile("mutated YAML config", True)
+        faults_tally.hostile("mutated YAML config", True, log=False)
     faults_tally.LOG.append(f"hypothesis: {n} mutated configs: {SEEN['valid']} valid Config, "
                             f"{SEEN['config_error']} ConfigError, 0 other outcomes")
