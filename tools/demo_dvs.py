@@ -10,7 +10,7 @@
 3. writes a stand-in for the official ImageNet checkpoint: `torch.save({"model": state_dict})` of a 1000-class
    spikingresformer_tiny (random weights; real users pass the official spikingresformer_s file);
 4. fine-tunes with `dassdp-train --config configs/transfer/cifar10dvs.yaml --transfer CKPT` plus overrides
-   that shrink it to CPU size (spikingresformer_tiny, T 4, 32 px, a few epochs, DA-SSDP warm-up 20 steps);
+   that shrink it to CPU size (spikingresformer_tiny, T 2, 32 px, 108 steps, DA-SSDP warm-up 30 steps);
 5. evaluates with `--test-only` (accuracy + SOP table); 6. prints a summary. The last line is
     demo-dvs: test_acc=<fraction> wall_s=<seconds> gate_fitted=<0|1> run_dir=<path>
 """
@@ -34,7 +34,7 @@ SENSOR = 128  # CIFAR10-DVS was recorded with a DVS128
 T0_US = 1_600_000_000_000_000  # absolute timestamps, as DV writes them
 
 # sizes: (train per class, val per class, T, epochs, steps per epoch, DA-SSDP warm-up steps, batch)
-SIZES = {"full": dict(train=24, val=8, T=4, epochs=5, steps=15, warmup=20, batch=16),
+SIZES = {"full": dict(train=30, val=10, T=2, epochs=6, steps=18, warmup=30, batch=16),
          "tiny": dict(train=4, val=2, T=2, epochs=1, steps=4, warmup=2, batch=8)}
 
 
@@ -145,6 +145,7 @@ def overrides(size: dict, data: Path, model: str) -> list[str]:
     return [f"data.path={data}", f"model.name={model}", f"model.T={size['T']}", "data.input_size=[3,32,32]",
             f"data.batch_size={size['batch']}", "data.workers=1", f"train.epochs={size['epochs']}",
             f"train.max_steps_per_epoch={size['steps']}", "train.amp=false", "sched.warmup_epochs=0",
+            "sched.per_step=true",
             "optim.lr=2e-3",  # random stand-in weights, not ImageNet features: the recipe's 4e-5 is too low
             f"dassdp.warmup_steps={size['warmup']}", "log.every_steps=5", "log.progress=false"]
 
