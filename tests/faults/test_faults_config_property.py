@@ -53,7 +53,7 @@ def _valid(cfg: Config) -> bool:
             and all(isinstance(v, int) and v > 0 for v in cfg.data.input_size))
 
 
-@settings(max_examples=150, deadline=None, derandomize=True,
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(edit, min_size=1, max_size=3))
 def test_mutated_yaml_gives_valid_config_or_config_error(tmp_path_factory, edits):
