@@ -106,8 +106,7 @@ def build_tree(src: Path, n_train: int, n_val: int) -> list[str]:
                 write_aedat4(path, bar_events(label, seed=1000 * label + i))
     real = base / CLASSES[0] / f"cifar10_{CLASSES[0]}_0.aedat4"  # first in natural order: a training sample
     if REAL_SAMPLE.is_file():
-        if not real.is_file():
-            notes.append(add_real_recording(real))
+        notes.append(add_real_recording(real) if not real.is_file() else f"real recording (rescaled): {real}")
     else:
         notes.append(f"{REAL_SAMPLE} not found: the tree holds synthetic recordings only")
     return notes
