@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import faults_tally
 import yaml
@@ -11,7 +12,8 @@ from hypothesis import strategies as st
 
 from launch.config import Config, ConfigError, derive, from_dict, load_config, to_dict
 
-BASE = yaml.safe_load(open("configs/smoke.yaml"))
+SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
+BASE = yaml.safe_load(SMOKE.read_text())
 PATHS = [(s, k) for s, sec in BASE.items() for k in sec]
 SEEN = {"valid": 0, "config_error": 0}
 

@@ -153,7 +153,8 @@ def test_loader_bad_jpeg_and_truncated_beton(tmp_path):
 def test_config_inputs(override, needle):
     from launch.config import ConfigError, load_config
 
-    rejected(f"config {override}", lambda: load_config("configs/smoke.yaml", [override], notice=lambda *_: 0),
+    smoke = TESTS.parent / "configs" / "smoke.yaml"
+    rejected(f"config {override}", lambda: load_config(smoke, [override], notice=lambda *_: 0),
              ConfigError, needle)
 
 
