@@ -41,9 +41,10 @@ test: setup
 demo: setup
 	$(BIN)/python -m tools.demo
 
-# The CIFAR10-DVS transfer walk-through on a small recorded tree (README "DVS transfer").
+# The CIFAR10-DVS transfer walk-through on a small recorded tree (README "CIFAR10-DVS transfer"), ~5 min.
+DVS_WORK ?= runs/demo-dvs
 demo-dvs: setup
-	$(BIN)/python -m tools.demo_dvs
+	$(BIN)/python -m tools.demo_dvs --work $(DVS_WORK)
 
 clean-venv:
 	rm -rf $(VENV)
