@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import sys
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +164,7 @@ def _run_units(
             futures = {pool.submit(run_unit, specs[i]): i for i in todo}
             pending = set(futures)
             while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)  # record each unit as it ends
                 for fut in finished:
                     if fut.cancelled():
                         continue
