@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # pytest puts tests/ on sys.path, where tests/dassdp would shadow the package (see tests/dassdp/conftest.py)
@@ -18,28 +17,8 @@ for _name in ("dassdp", "models", "pipelines"):
         del sys.modules[_name]
 
 import launch_toy as toy  # noqa: E402
+from common_fixtures import fresh_accelerate, one_thread  # noqa: E402,F401 (autouse fixtures)
 from launch_toy import TOY_ARGS  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="session")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    """accelerate keeps process-wide singletons: reset them around every in-process run."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
-    torch.set_grad_enabled(True)
 
 
 @pytest.fixture
