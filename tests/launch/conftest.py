@@ -10,11 +10,6 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# pytest puts tests/ on sys.path, where tests/dassdp would shadow the package (see tests/dassdp/conftest.py)
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-for _name in ("dassdp", "models", "pipelines"):
-    if _name in sys.modules and getattr(sys.modules[_name], "__file__", None) is None:
-        del sys.modules[_name]
 
 import launch_toy as toy  # noqa: E402
 from common_fixtures import fresh_accelerate, one_thread  # noqa: E402,F401 (autouse fixtures)

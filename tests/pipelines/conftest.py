@@ -7,14 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# pytest's prepend mode puts tests/ on sys.path, so `import pipelines` would find tests/pipelines as an empty
-# namespace package (the editable finder runs after the path finder): put the repo root first.
-ROOT = str(Path(__file__).resolve().parents[2])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-if getattr(sys.modules.get("pipelines"), "__file__", 1) is None:
-    del sys.modules["pipelines"]
-sys.path.insert(1, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # pl_fixtures, pl_helpers
 import pl_fixtures as fixtures  # noqa: E402
 from pl_helpers import CLASSES, N_TRAIN, N_VAL  # noqa: E402
 
