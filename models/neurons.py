@@ -8,11 +8,11 @@ The neuron state is reset by `spikingjelly.activation_based.functional.reset_net
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from spikingjelly.activation_based import functional as sjf
 from spikingjelly.activation_based import neuron, surrogate
+
+from models.lif_cpu import FusedLIF
 
 # The paper's settings: tau 2, decay_input, threshold 1, hard reset to 0, detached reset, ATan(alpha=2).
 _COMMON = dict(decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=True, step_mode="m",
@@ -32,49 +32,6 @@ def _restore(spikes: torch.Tensor, x: torch.Tensor, perm: tuple[int, ...] | None
         return spikes.view(x.shape)
     T, B, C, H, W = x.shape
     return spikes.view(T, B, H, W, C).permute(*perm)  # [T, B, C, H, W], channels-last strides
-
-
-class _CpuLIF(torch.autograd.Function):
-    """Eager CPU multi-step LIF (hard reset 0, detached reset, ATan): spikingjelly's CPU formulas, in place.
-
-    Same arithmetic, op for op, as spikingjelly 2.0's CPU kernel (bit-identical spikes and gradients, a
-    test checks it), with preallocated outputs and about half the memory passes: on CPU the neurons, not
-    the convolutions, dominate a SpikingResformer train step.
-    """
-
-    @staticmethod
-    def forward(ctx, x, v, tau: float, threshold: float, alpha: float):  # x [T, N], v [N] float32
-        spikes = torch.empty_like(x)
-        h_all = torch.empty(x.shape, dtype=torch.float32)  # charged potential, kept for backward
-        for t in range(x.shape[0]):
-            h = torch.sub(x[t], v, out=h_all[t]).div_(tau).add_(v)  # H = V + (X - V) / tau
-            fired = h >= threshold
-            spikes[t].copy_(fired)
-            v = h.masked_fill(fired, 0.0)  # hard reset to 0
-        ctx.save_for_backward(h_all)
-        ctx.consts = (tau, threshold, alpha, x.dtype)
-        return spikes, v
-
-    @staticmethod
-    def backward(ctx, g_spikes, g_v):
-        (h_all,) = ctx.saved_tensors
-        tau, threshold, alpha, dtype = ctx.consts
-        if g_spikes is None:
-            g_spikes = torch.zeros_like(h_all, dtype=dtype)
-        gx = torch.empty_like(h_all, dtype=g_spikes.dtype)
-        carry = g_v.float() if g_v is not None else torch.zeros_like(h_all[0])
-        k = math.pi / 2 * alpha
-        for t in range(h_all.shape[0] - 1, -1, -1):
-            h = h_all[t]
-            sg = torch.sub(h, threshold).mul_(k)
-            sg = sg.mul_(sg).add_(1).reciprocal_()  # ATan surrogate: (alpha/2) / (1 + z^2)
-            if alpha != 2.0:
-                sg = sg.mul_(alpha / 2)
-            gh = sg.mul_(g_spikes[t].float()).add_(carry.masked_fill(h >= threshold, 0.0))
-            q = gh / tau
-            gx[t].copy_(q)
-            carry = gh.sub_(q)
-        return gx, None, None, None, None
 
 
 def _use_cpu_kernel(x: torch.Tensor) -> bool:
@@ -107,7 +64,7 @@ class LIF(_FlatNeuron, neuron.LIFNode):
 
     def _kernel(self, x: torch.Tensor, v: torch.Tensor):
         if _use_cpu_kernel(x) and self.detach_reset and self.v_reset == 0.0 and self.decay_input:
-            return _CpuLIF.apply(x, v, self.tau, self.v_threshold, self.surrogate_function.alpha)
+            return FusedLIF.apply(x, v, self.tau, self.v_threshold, self.surrogate_function.alpha)
         s, v, _ = sjf.lif_multi_step(x, v, self.tau, self.decay_input, self.v_threshold, self.v_reset,
                                      self.surrogate_function, self.detach_reset, False)
         return s, v

@@ -142,23 +142,26 @@ def test_sops_counted_on_spikes():
     assert "layers.0.0.matmul1" in table and "SOPs/image" in table and "mJ" in table
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cpu_lif_kernel_is_bit_identical_to_spikingjelly(dtype):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n", [4096, 3 * 2**15 + 7])  # one thread; sliced over the pool, ragged end
+def test_cpu_lif_kernel_is_bit_identical_to_spikingjelly(dtype, n):
     from spikingjelly.activation_based import functional as sjf
     from spikingjelly.activation_based import surrogate
 
-    from models.neurons import _CpuLIF
+    from models.lif_cpu import FusedLIF
 
-    x = (torch.randn(5, 4096, generator=torch.Generator().manual_seed(0)) * 1.5).to(dtype)
-    v0, g = torch.zeros(4096), torch.randn(5, 4096).to(dtype)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(5, n, generator=gen) * 1.5).to(dtype)
+    v0 = torch.rand(n, generator=gen) * 0.5  # a carried-over membrane, not only zeros
+    g = torch.randn(5, n, generator=gen).to(dtype)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     sa, va, _ = sjf.lif_multi_step(xa, v0, 2.0, True, 1.0, 0.0, surrogate.ATan(alpha=2.0), True, False)
-    sb, vb = _CpuLIF.apply(xb, v0, 2.0, 1.0, 2.0)
+    sb, vb = FusedLIF.apply(xb, v0, 2.0, 1.0, 2.0)
     sa.backward(g)
     sb.backward(g)
     assert 0 < sa.float().mean() < 1
-    assert torch.equal(sa, sb) and torch.equal(va, vb) and torch.equal(xa.grad, xb.grad)
-    assert sb.dtype == dtype and xb.grad.dtype == dtype
+    assert torch.equal(sa, sb) and torch.equal(va.float(), vb) and torch.equal(xa.grad, xb.grad)
+    assert sb.dtype == dtype and xb.grad.dtype == dtype and vb.dtype == torch.float32
 
 
 def test_torch_compile_traces_one_graph_without_breaks():

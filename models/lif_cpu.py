@@ -1,0 +1,214 @@
+"""Fused CPU multi-step LIF kernels (numba): one memory pass forward, one backward.
+
+The paper's neuron (tau 2, decay_input, hard reset to 0, detached reset, ATan surrogate) over a flat
+time-major [T, N] tensor. The arithmetic is spikingjelly 2.0's CPU op, operation for operation and in the
+same float32 order, so spikes, final membrane and input gradients are bit-identical to it (a test checks
+fp32 and bf16); only the memory traffic changes: spikingjelly's op (and the earlier torch version here)
+makes five passes per step forward and about ten backward, these kernels one.
+
+bfloat16 tensors are read and written as their 16-bit patterns (exact widening, round-to-nearest-even
+narrowing as torch does), so autocast costs no conversion passes. Other dtypes are converted around the
+float32 kernel. The kernels release the GIL and run on a small thread pool, one slice of N per thread
+(numba's own parallel layer is avoided: FFCV's loader threads use it concurrently, which its default
+layer does not allow). CPU only; on CUDA the model uses spikingjelly's Triton kernels instead.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import torch
+from numba.core import types
+from numba.extending import intrinsic, overload
+
+_BF16_ONE = np.uint16(0x3F80)
+_MIN_PARALLEL = 1 << 16  # elements below which one thread is faster than handing slices out
+
+
+@intrinsic
+def _bits_to_f32(typingctx, u):
+    """Reinterpret a uint32 as float32 (no conversion)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def _f32_to_bits(typingctx, f):
+    """Reinterpret a float32 as uint32 (no conversion)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(types.uint32))
+    return types.uint32(types.float32), codegen
+
+
+def _load(a, i):  # pragma: no cover - replaced by the overload inside kernels
+    raise NotImplementedError
+
+
+@overload(_load, inline="always")
+def _load_impl(a, i):
+    if a.dtype == types.float32:
+        return lambda a, i: a[i]
+    if a.dtype == types.uint16:  # bfloat16 bits -> float32, exact
+        return lambda a, i: _bits_to_f32(np.uint32(a[i]) << np.uint32(16))
+    return None
+
+
+def _store(a, i, f):  # pragma: no cover - replaced by the overload inside kernels
+    raise NotImplementedError
+
+
+@overload(_store, inline="always")
+def _store_impl(a, i, f):
+    if a.dtype == types.float32:
+        def store_f32(a, i, f):
+            a[i] = f
+        return store_f32
+    if a.dtype == types.uint16:  # float32 -> bfloat16 bits, round to nearest even (torch's rule)
+        def store_bf16(a, i, f):
+            if f != f:
+                a[i] = np.uint16(0x7FC0)
+            else:
+                u = _f32_to_bits(f)
+                a[i] = np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
+                                 >> np.uint32(16))
+        return store_bf16
+    return None
+
+
+_JIT = dict(nogil=True, cache=True, error_model="numpy", boundscheck=False)
+
+
+@numba.njit(**_JIT)
+def _forward(x, v0, spikes, v_out, lo, hi, tau, threshold, one):  # pragma: no cover - numba
+    n = hi - lo
+    zero = one - one
+    vo = v_out[lo:hi]
+    vi = v0[lo:hi]
+    for i in range(n):
+        vo[i] = vi[i]
+    for t in range(x.shape[0]):
+        xt = x[t, lo:hi]
+        st = spikes[t, lo:hi]
+        for i in range(n):
+            v = vo[i]
+            h = (_load(xt, i) - v) / tau + v  # H = V + (X - V) / tau
+            fired = h >= threshold
+            st[i] = one if fired else zero
+            vo[i] = np.float32(0.0) if fired else h  # hard reset to 0
+    return 0
+
+
+_BLOCK = 512  # elements per recompute block: T x 512 float32 stay in L1/L2
+
+
+@numba.njit(**_JIT)
+def _backward(x, v0, g, g_v, gx, lo, hi, tau, threshold, k, scale, use_scale):  # pragma: no cover
+    """Recompute H block by block from (x, v0) (no [T, N] float32 tensor is kept from forward), then the
+    reverse-time gradient sweep over the same block."""
+    T = x.shape[0]
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    hs = np.empty((T, _BLOCK), dtype=np.float32)
+    vv = np.empty(_BLOCK, dtype=np.float32)
+    for b0 in range(lo, hi, _BLOCK):
+        b1 = min(hi, b0 + _BLOCK)
+        m = b1 - b0
+        vb = v0[b0:b1]
+        for i in range(m):
+            vv[i] = vb[i]
+        for t in range(T):
+            xt = x[t, b0:b1]
+            ht = hs[t]
+            for i in range(m):
+                v = vv[i]
+                h = (_load(xt, i) - v) / tau + v
+                ht[i] = h
+                vv[i] = zero if h >= threshold else h
+        gvb = g_v[b0:b1]
+        for i in range(m):
+            vv[i] = gvb[i]  # now the gradient carried back through V
+        for r in range(T):  # reverse time; a negative-step range here defeats LLVM's vectorizer
+            t = T - 1 - r
+            ht = hs[t]
+            gt = g[t, b0:b1]
+            gxt = gx[t, b0:b1]
+            for i in range(m):
+                h = ht[i]
+                z = (h - threshold) * k
+                sg = one / (z * z + one)  # ATan surrogate (alpha/2) / (1 + (pi/2 alpha (h - thr))^2)
+                if use_scale:
+                    sg = sg * scale
+                c = vv[i]
+                gh = sg * _load(gt, i) + (zero if h >= threshold else c)  # detached reset
+                q = gh / tau
+                _store(gxt, i, q)
+                vv[i] = gh - q
+    return 0
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _run(kernel, n_head: int, n: int, total: int, *args) -> None:
+    """Call `kernel(*head, lo, hi, *tail)` over slices of range(n), one per torch thread."""
+    head, tail = args[:n_head], args[n_head:]
+    parts = torch.get_num_threads() if total >= _MIN_PARALLEL else 1
+    step = -(-n // max(parts, 1))
+    step = -(-step // 16) * 16  # whole cache lines per slice
+    bounds = [(lo, min(n, lo + step)) for lo in range(0, n, step)] or [(0, 0)]
+    if len(bounds) == 1:
+        kernel(*head, 0, n, *tail)
+        return
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < len(bounds) - 1:
+            _pool = ThreadPoolExecutor(len(bounds) - 1, thread_name_prefix="lif-cpu")
+    futures = [_pool.submit(kernel, *head, lo, hi, *tail) for lo, hi in bounds[1:]]
+    kernel(*head, *bounds[0], *tail)
+    for f in futures:
+        f.result()
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return (t.view(torch.uint16) if t.dtype == torch.bfloat16 else t).numpy()
+
+
+class FusedLIF(torch.autograd.Function):
+    """Multi-step LIF on x [T, N] (contiguous CPU, float32 or bfloat16; others are converted) with the
+    float32 membrane v [N]; returns (spikes [T, N] in x's dtype, final v [N] float32). Saves only its
+    input for backward (the membrane trace is recomputed there: one [T, N] float32 allocation less)."""
+
+    @staticmethod
+    def forward(ctx, x, v, tau: float, threshold: float, alpha: float):
+        dtype = x.dtype
+        xk = x.contiguous() if dtype in (torch.float32, torch.bfloat16) else x.float().contiguous()
+        v0 = v.float().contiguous()
+        T, N = xk.shape
+        spikes = torch.empty_like(xk)
+        v_out = torch.empty(N, dtype=torch.float32)
+        one = _BF16_ONE if xk.dtype == torch.bfloat16 else np.float32(1.0)
+        _run(_forward, 4, N, T * N, _np(xk), _np(v0), _np(spikes), _np(v_out),
+             np.float32(tau), np.float32(threshold), one)
+        ctx.save_for_backward(xk, v0)
+        ctx.consts = (tau, threshold, alpha, dtype)
+        return spikes.to(dtype), v_out
+
+    @staticmethod
+    def backward(ctx, g_spikes, g_v):
+        xk, v0 = ctx.saved_tensors
+        tau, threshold, alpha, dtype = ctx.consts
+        T, N = xk.shape
+        if g_spikes is None:
+            g_spikes = torch.zeros((T, N), dtype=xk.dtype)
+        g = g_spikes.to(xk.dtype).contiguous()
+        gv = g_v.float().contiguous() if g_v is not None else torch.zeros(N, dtype=torch.float32)
+        gx = torch.empty((T, N), dtype=xk.dtype)
+        _run(_backward, 5, N, T * N, _np(xk), _np(v0), _np(g), _np(gv), _np(gx),
+             np.float32(tau), np.float32(threshold), np.float32(math.pi / 2 * alpha), np.float32(alpha / 2),
+             alpha != 2.0)
+        return gx.to(dtype), None, None, None, None
