@@ -135,7 +135,7 @@ class DSSA(nn.Module):
     @torch.no_grad()
     def _update_rate(self, buf: torch.Tensor, spikes: torch.Tensor, dt: torch.dtype) -> None:
         """In-place EMA of the per-head firing rate; the first training batch sets it (as the original)."""
-        r = spikes.to(buf.dtype).mean((0, 2, 3)).to(dt).view_as(buf)  # [1, 1, h, 1, 1]
+        r = spikes.mean((0, 2, 3), dtype=buf.dtype).to(dt).view_as(buf)  # [1, 1, h, 1, 1], no upcast copy
         b = buf.to(dt)
         b = torch.where(~self.rate_seen & (buf == 0).all(), r, b)
         buf.copy_(b * self.momentum + r * (1 - self.momentum))
@@ -154,14 +154,20 @@ class DSSA(nn.Module):
         dt = self._ema_dtype(x)
         if self.training:
             self._update_rate(self.firing_rate_x, sh, dt)
-        attn = torch.matmul(y1.transpose(-1, -2), sh) * self._scale(self.firing_rate_x, d, dt)
-        attn = self.activation_attn(attn.unflatten(0, (T, B)))  # [T, B, h, N', N] spikes
+        # The attention map is computed transposed ([N, N'] per head, contiguous) and handed on as its
+        # [N', N] view: the second matmul then reads it without a copy and its gradient arrives in the same
+        # layout (no transposing copy of the largest tensor in the model, forward or backward). Both
+        # per-head scales are applied to the small operands y1, y2 rather than to the products, so the
+        # attention map and the output keep the matmul dtype (bf16 under autocast) and skip a full pass.
+        y1 = y1 * self._scale(self.firing_rate_x, d, dt)
+        attn_t = torch.matmul(sh.transpose(-1, -2), y1)  # [T*B, h, N, N'] = (scaled y1^T @ s)^T
+        attn = self.activation_attn(attn_t.unflatten(0, (T, B)).transpose(-1, -2))  # [T, B, h, N', N]
         if self.training:
             self._update_rate(self.firing_rate_attn, attn.flatten(0, 1), dt)
             self.rate_seen.fill_(True)
+        y2 = y2 * self._scale(self.firing_rate_attn, self.lenth, dt)  # after the rate update, as the original
         # (y2 @ attn)^T = attn^T @ y2^T lands directly in channels-last order [T*B, N, h, d]
         out = torch.matmul(attn.flatten(0, 1).transpose(-1, -2), y2.transpose(-1, -2))  # [T*B, h, N, d]
-        out = out * self._scale(self.firing_rate_attn, self.lenth, dt)
         out = out.transpose(1, 2).reshape(T * B, H, W, C).permute(0, 3, 1, 2)  # [T*B, C, H, W] (NHWC)
         out = self.activation_out(out.unflatten(0, (T, B)))  # [T, B, C, H, W] spikes
         return self.norm_proj(self.Wproj(out)) + x

@@ -20,18 +20,24 @@ _COMMON = dict(decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=True
 
 
 def _flat_time_major(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...] | None]:
-    """[T, B, C, H, W] -> [T, N] in memory order; returns the permutation needed to undo it (or None)."""
-    if x.dim() == 5 and not x.is_contiguous():
-        xp = x.permute(0, 1, 3, 4, 2)  # [T, B, H, W, C]: free when the folded 4-D tensor is channels-last
-        return xp.reshape(x.shape[0], -1), (0, 1, 4, 2, 3)
-    return x.reshape(x.shape[0], -1), None
+    """[T, ...] -> [T, N] in memory order; returns the permutation that undoes it (None if contiguous).
+
+    The non-time dims are ordered by stride, so any dense layout (channels-last activations, the DSSA's
+    transposed attention map) is flattened as a view, and its gradient comes back without a copy.
+    """
+    T = x.shape[0]
+    if x.is_contiguous():
+        return x.reshape(T, -1), None
+    dims = sorted(range(1, x.dim()), key=lambda d: -x.stride(d))  # stable: ties keep their order
+    perm = (0, *dims)
+    return x.permute(perm).reshape(T, -1), perm
 
 
 def _restore(spikes: torch.Tensor, x: torch.Tensor, perm: tuple[int, ...] | None) -> torch.Tensor:
     if perm is None:
         return spikes.view(x.shape)
-    T, B, C, H, W = x.shape
-    return spikes.view(T, B, H, W, C).permute(*perm)  # [T, B, C, H, W], channels-last strides
+    inverse = sorted(range(len(perm)), key=perm.__getitem__)
+    return spikes.view([x.shape[d] for d in perm]).permute(inverse)  # x's shape, x's strides
 
 
 def _use_cpu_kernel(x: torch.Tensor) -> bool:

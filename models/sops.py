@@ -77,7 +77,7 @@ class _Counter:
             if which == 1:  # spikes: s [T, B, C, H, W]; attn = y1^T @ s, y1^T is [N', d]
                 C, N = spikes.shape[2], spikes.shape[3] * spikes.shape[4]
                 n_rows, macs = dssa.lenth, dssa.lenth * C * N
-            else:  # spikes: attn [T, B, h, N', N]; out = y2 @ attn, y2 is [d, N']
+            else:  # spikes: attn [T, B, h, N', N] (stored transposed); out = y2 @ attn, y2 is [d, N']
                 h, n_prime, N = spikes.shape[2:]
                 n_rows, macs = dssa.dim // dssa.num_heads, dssa.dim * n_prime * N
             sops = rate = None
