@@ -25,6 +25,7 @@ from numba.core import types
 from numba.extending import intrinsic, overload
 
 _BF16_ONE = np.uint16(0x3F80)
+_EMPTY = torch.empty(0, dtype=torch.float32)  # 'no tensor': zeros without allocating N of them
 _MIN_PARALLEL = 1 << 16  # elements below which one thread is faster than handing slices out
 
 
@@ -87,9 +88,10 @@ def _forward(x, v0, spikes, v_out, lo, hi, tau, threshold, one):  # pragma: no c
     n = hi - lo
     zero = one - one
     vo = v_out[lo:hi]
-    vi = v0[lo:hi]
-    for i in range(n):
-        vo[i] = vi[i]
+    if v0.shape[0] == 0:  # no carried-over membrane: start from the reset value 0
+        vo[:] = np.float32(0.0)
+    else:
+        vo[:] = v0[lo:hi]
     for t in range(x.shape[0]):
         xt = x[t, lo:hi]
         st = spikes[t, lo:hi]
@@ -117,9 +119,10 @@ def _backward(x, v0, g, g_v, gx, lo, hi, tau, threshold, k, scale, use_scale):  
     for b0 in range(lo, hi, _BLOCK):
         b1 = min(hi, b0 + _BLOCK)
         m = b1 - b0
-        vb = v0[b0:b1]
-        for i in range(m):
-            vv[i] = vb[i]
+        if v0.shape[0] == 0:
+            vv[:m] = zero
+        else:
+            vv[:m] = v0[b0:b1]
         for t in range(T):
             xt = x[t, b0:b1]
             ht = hs[t]
@@ -128,9 +131,10 @@ def _backward(x, v0, g, g_v, gx, lo, hi, tau, threshold, k, scale, use_scale):  
                 h = (_load(xt, i) - v) / tau + v
                 ht[i] = h
                 vv[i] = zero if h >= threshold else h
-        gvb = g_v[b0:b1]
-        for i in range(m):
-            vv[i] = gvb[i]  # now the gradient carried back through V
+        if g_v.shape[0] == 0:  # now the gradient carried back through V
+            vv[:m] = zero
+        else:
+            vv[:m] = g_v[b0:b1]
         for r in range(T):  # reverse time; a negative-step range here defeats LLVM's vectorizer
             t = T - 1 - r
             ht = hs[t]
@@ -180,14 +184,14 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 class FusedLIF(torch.autograd.Function):
     """Multi-step LIF on x [T, N] (contiguous CPU, float32 or bfloat16; others are converted) with the
-    float32 membrane v [N]; returns (spikes [T, N] in x's dtype, final v [N] float32). Saves only its
-    input for backward (the membrane trace is recomputed there: one [T, N] float32 allocation less)."""
+    float32 membrane v [N] (None: start at 0); returns (spikes [T, N] in x's dtype, final v [N] float32).
+    Saves only its input for backward (the membrane trace is recomputed there: no [T, N] float32 copy)."""
 
     @staticmethod
     def forward(ctx, x, v, tau: float, threshold: float, alpha: float):
         dtype = x.dtype
         xk = x.contiguous() if dtype in (torch.float32, torch.bfloat16) else x.float().contiguous()
-        v0 = v.float().contiguous()
+        v0 = _EMPTY if v is None else v.float().contiguous()
         T, N = xk.shape
         spikes = torch.empty_like(xk)
         v_out = torch.empty(N, dtype=torch.float32)
@@ -206,7 +210,7 @@ class FusedLIF(torch.autograd.Function):
         if g_spikes is None:
             g_spikes = torch.zeros((T, N), dtype=xk.dtype)
         g = g_spikes.to(xk.dtype).contiguous()
-        gv = g_v.float().contiguous() if g_v is not None else torch.zeros(N, dtype=torch.float32)
+        gv = g_v.float().contiguous() if g_v is not None else _EMPTY
         gx = torch.empty((T, N), dtype=xk.dtype)
         _run(_backward, 5, N, T * N, _np(xk), _np(v0), _np(g), _np(gv), _np(gx),
              np.float32(tau), np.float32(threshold), np.float32(math.pi / 2 * alpha), np.float32(alpha / 2),

@@ -48,16 +48,22 @@ def _use_cpu_kernel(x: torch.Tensor) -> bool:
 class _FlatNeuron:
     """Mixin: run the neuron on a flat float32-state view; subclasses provide `_kernel`."""
 
-    def _initial_v(self, x_flat: torch.Tensor) -> torch.Tensor:
-        dt = torch.float64 if x_flat.dtype == torch.float64 else torch.float32  # fp32 state under autocast
+    def _stored_v(self, x_flat: torch.Tensor) -> torch.Tensor | None:
+        """The carried-over membrane in the state dtype, or None after a reset (start at v_reset)."""
         v = self._memories["v"]
         if isinstance(v, torch.Tensor) and v.shape == x_flat.shape[1:]:
-            return v.to(dt)
+            return v.to(torch.float64 if x_flat.dtype == torch.float64 else torch.float32)  # fp32 under AMP
+        return None
+
+    def _initial_v(self, x_flat: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:
+        if v is not None:
+            return v
+        dt = torch.float64 if x_flat.dtype == torch.float64 else torch.float32
         return torch.full(x_flat.shape[1:], float(self.v_reset), dtype=dt, device=x_flat.device)
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         flat, perm = _flat_time_major(x_seq)  # [T, N]
-        spikes, v = self._kernel(flat, self._initial_v(flat))  # [T, N], [N]
+        spikes, v = self._kernel(flat, self._stored_v(flat))  # [T, N], [N]
         self._memories["v"] = v
         return _restore(spikes, x_seq, perm)
 
@@ -71,8 +77,8 @@ class LIF(_FlatNeuron, neuron.LIFNode):
     def _kernel(self, x: torch.Tensor, v: torch.Tensor):
         if _use_cpu_kernel(x) and self.detach_reset and self.v_reset == 0.0 and self.decay_input:
             return FusedLIF.apply(x, v, self.tau, self.v_threshold, self.surrogate_function.alpha)
-        s, v, _ = sjf.lif_multi_step(x, v, self.tau, self.decay_input, self.v_threshold, self.v_reset,
-                                     self.surrogate_function, self.detach_reset, False)
+        s, v, _ = sjf.lif_multi_step(x, self._initial_v(x, v), self.tau, self.decay_input, self.v_threshold,
+                                     self.v_reset, self.surrogate_function, self.detach_reset, False)
         return s, v
 
 
@@ -83,8 +89,8 @@ class PLIF(_FlatNeuron, neuron.ParametricLIFNode):
         super().__init__(init_tau=2.0, surrogate_function=surrogate.ATan(alpha=2.0), **_COMMON)
 
     def _kernel(self, x: torch.Tensor, v: torch.Tensor):
-        s, v, _ = sjf.plif_multi_step(x, v, self.w, self.decay_input, self.v_threshold, self.v_reset,
-                                      self.surrogate_function, self.detach_reset, False)
+        s, v, _ = sjf.plif_multi_step(x, self._initial_v(x, v), self.w, self.decay_input, self.v_threshold,
+                                      self.v_reset, self.surrogate_function, self.detach_reset, False)
         return s, v
 
 

@@ -144,7 +144,8 @@ def test_sops_counted_on_spikes():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n", [4096, 3 * 2**15 + 7])  # one thread; sliced over the pool, ragged end
-def test_cpu_lif_kernel_is_bit_identical_to_spikingjelly(dtype, n):
+@pytest.mark.parametrize("carried", [True, False])  # a carried-over membrane, or None (= start at 0)
+def test_cpu_lif_kernel_is_bit_identical_to_spikingjelly(dtype, n, carried):
     from spikingjelly.activation_based import functional as sjf
     from spikingjelly.activation_based import surrogate
 
@@ -152,11 +153,11 @@ def test_cpu_lif_kernel_is_bit_identical_to_spikingjelly(dtype, n):
 
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(5, n, generator=gen) * 1.5).to(dtype)
-    v0 = torch.rand(n, generator=gen) * 0.5  # a carried-over membrane, not only zeros
+    v0 = torch.rand(n, generator=gen) * 0.5 if carried else torch.zeros(n)
     g = torch.randn(5, n, generator=gen).to(dtype)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     sa, va, _ = sjf.lif_multi_step(xa, v0, 2.0, True, 1.0, 0.0, surrogate.ATan(alpha=2.0), True, False)
-    sb, vb = FusedLIF.apply(xb, v0, 2.0, 1.0, 2.0)
+    sb, vb = FusedLIF.apply(xb, v0 if carried else None, 2.0, 1.0, 2.0)
     sa.backward(g)
     sb.backward(g)
     assert 0 < sa.float().mean() < 1
