@@ -78,6 +78,7 @@ class TrainConfig:
     stop_after_steps: int | None = None  # debug: leave after this many optimizer steps (resume tests)
     save_rank_weights: bool = False  # debug: every rank writes its final weights (consistency checks)
     eval_batches: int | None = None  # cap on validation batches per evaluation (short runs)
+    cpu_malloc_reuse: bool = True  # CPU runs: freed memory stays in the heap for reuse (no page faults)
 
 
 @dataclass

@@ -78,6 +78,10 @@ class Trainer:
         self.cfg, self.acc, t = cfg, accelerator, cfg.train
         self.out = Path(t.output_dir)
         set_seed(t.seed)  # same seed on every rank: identical init (DDP also broadcasts rank 0's weights)
+        if t.cpu_malloc_reuse and accelerator.device.type == "cpu":
+            from launch.cpu_malloc import keep_freed_memory
+
+            keep_freed_memory()  # no page-fault churn on every step's activations (see its module doc)
         torch.backends.cudnn.deterministic = t.deterministic
         torch.backends.cudnn.benchmark = not t.deterministic
         with accelerator.main_process_first():

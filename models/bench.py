@@ -95,8 +95,12 @@ def _make_step(impl: str, req: dict):
     return step
 
 
-def _spawn(impl: str, official_dir: str) -> subprocess.Popen:
+def _spawn(impl: str, official_dir: str, malloc_reuse: bool = False) -> subprocess.Popen:
     env = dict(os.environ)
+    if malloc_reuse:  # the same allocator settings for both implementations (launch/cpu_malloc.py)
+        from launch.cpu_malloc import ENV
+
+        env.update(ENV)
     if impl == "official":
         env["PYTHONPATH"] = os.pathsep.join([os.path.join(official_dir, "sj014"), official_dir])
         env["OFFICIAL_DIR"] = official_dir
@@ -127,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per round (compile happens here)")
     p.add_argument("--rounds", type=int, default=2, help="alternations ours/official per cell")
     p.add_argument("--impls", default="ours,official")
+    p.add_argument("--malloc-reuse", action="store_true",
+                   help="both workers keep freed memory in the heap (what the trainer does on CPU)")
     p.add_argument("--official-dir", default=os.environ.get("OFFICIAL_DIR", "/work/external"))
     p.add_argument("--worker", choices=["ours", "official"], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -136,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     impls = a.impls.split(",")
-    procs = {i: _spawn(i, a.official_dir) for i in impls}
+    procs = {i: _spawn(i, a.official_dir, a.malloc_reuse) for i in impls}
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads; official: spikingjelly 0.0.0.0.14 (torch backend) via "
-          f"{a.official_dir}/official_shim.py; steps={a.steps} warmup={a.warmup} rounds={a.rounds}")
+          f"{a.official_dir}/official_shim.py; steps={a.steps} warmup={a.warmup} rounds={a.rounds}; "
+          f"malloc: {'reuse freed memory (both)' if a.malloc_reuse else 'glibc default (both)'}")
     print(f"{'config':<8}{'dtype':<6}{'mode':<10}" + "".join(f"{i + ' img/s':>16}" for i in impls)
           + ("   ratio" if len(impls) == 2 else ""))
     for cfg in a.configs.split(","):

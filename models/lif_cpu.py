@@ -1,13 +1,15 @@
 """Fused CPU multi-step LIF kernels (numba): one memory pass forward, one backward.
 
 The paper's neuron (tau 2, decay_input, hard reset to 0, detached reset, ATan surrogate) over a flat
-time-major [T, N] tensor. The arithmetic is spikingjelly 2.0's CPU op, operation for operation and in the
-same float32 order, so spikes, final membrane and input gradients are bit-identical to it (a test checks
-fp32 and bf16); only the memory traffic changes: spikingjelly's op (and the earlier torch version here)
-makes five passes per step forward and about ten backward, these kernels one.
+time-major [T, N] tensor, as the custom ops `spikingresformer::lif_forward` / `lif_backward` (with autograd;
+opaque to torch.compile, so compiled CPU graphs call them too). The arithmetic is spikingjelly 2.0's CPU op,
+operation for operation and in the same float32 order, so spikes, final membrane and input gradients are
+bit-identical to it (a test checks fp32, bf16 and fp16); only the memory traffic changes: spikingjelly's op
+makes about five passes per time step forward and ten backward, these kernels one. The backward recomputes
+the membrane trace block by block from the saved input instead of keeping a [T, N] float32 copy.
 
 bfloat16 tensors are read and written as their 16-bit patterns (exact widening, round-to-nearest-even
-narrowing as torch does), so autocast costs no conversion passes. Other dtypes are converted around the
+narrowing as torch does), so autocast costs no conversion passes; other dtypes are converted around the
 float32 kernel. The kernels release the GIL and run on a small thread pool, one slice of N per thread
 (numba's own parallel layer is avoided: FFCV's loader threads use it concurrently, which its default
 layer does not allow). CPU only; on CUDA the model uses spikingjelly's Triton kernels instead.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 import numba
 import numpy as np
@@ -182,37 +185,67 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return (t.view(torch.uint16) if t.dtype == torch.bfloat16 else t).numpy()
 
 
-class FusedLIF(torch.autograd.Function):
-    """Multi-step LIF on x [T, N] (contiguous CPU, float32 or bfloat16; others are converted) with the
+def _kernel_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.bfloat16) else torch.float32
+
+
+@torch.library.custom_op("spikingresformer::lif_forward", mutates_args=(), device_types="cpu")
+def lif_forward(x: torch.Tensor, v: Optional[torch.Tensor], tau: float, threshold: float,
+                alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-step LIF on x [T, N] (CPU; float32 and bfloat16 natively, other dtypes converted) from the
     float32 membrane v [N] (None: start at 0); returns (spikes [T, N] in x's dtype, final v [N] float32).
-    Saves only its input for backward (the membrane trace is recomputed there: no [T, N] float32 copy)."""
+    `alpha` (the ATan surrogate's) is only used by the backward. An opaque op to torch.compile, so compiled
+    graphs use this kernel too."""
+    xk = x.to(_kernel_dtype(x.dtype)).contiguous()
+    v0 = _EMPTY if v is None else v.float().contiguous()
+    T, N = xk.shape
+    spikes = torch.empty_like(xk, memory_format=torch.contiguous_format)
+    v_out = torch.empty(N, dtype=torch.float32)
+    one = _BF16_ONE if xk.dtype == torch.bfloat16 else np.float32(1.0)
+    _run(_forward, 4, N, T * N, _np(xk), _np(v0), _np(spikes), _np(v_out),
+         np.float32(tau), np.float32(threshold), one)
+    return spikes.to(x.dtype), v_out
 
-    @staticmethod
-    def forward(ctx, x, v, tau: float, threshold: float, alpha: float):
-        dtype = x.dtype
-        xk = x.contiguous() if dtype in (torch.float32, torch.bfloat16) else x.float().contiguous()
-        v0 = _EMPTY if v is None else v.float().contiguous()
-        T, N = xk.shape
-        spikes = torch.empty_like(xk)
-        v_out = torch.empty(N, dtype=torch.float32)
-        one = _BF16_ONE if xk.dtype == torch.bfloat16 else np.float32(1.0)
-        _run(_forward, 4, N, T * N, _np(xk), _np(v0), _np(spikes), _np(v_out),
-             np.float32(tau), np.float32(threshold), one)
-        ctx.save_for_backward(xk, v0)
-        ctx.consts = (tau, threshold, alpha, dtype)
-        return spikes.to(dtype), v_out
 
-    @staticmethod
-    def backward(ctx, g_spikes, g_v):
-        xk, v0 = ctx.saved_tensors
-        tau, threshold, alpha, dtype = ctx.consts
-        T, N = xk.shape
-        if g_spikes is None:
-            g_spikes = torch.zeros((T, N), dtype=xk.dtype)
-        g = g_spikes.to(xk.dtype).contiguous()
-        gv = g_v.float().contiguous() if g_v is not None else _EMPTY
-        gx = torch.empty((T, N), dtype=xk.dtype)
-        _run(_backward, 5, N, T * N, _np(xk), _np(v0), _np(g), _np(gv), _np(gx),
-             np.float32(tau), np.float32(threshold), np.float32(math.pi / 2 * alpha), np.float32(alpha / 2),
-             alpha != 2.0)
-        return gx.to(dtype), None, None, None, None
+@lif_forward.register_fake
+def _(x, v, tau, threshold, alpha):
+    spikes = torch.empty_like(x, memory_format=torch.contiguous_format)
+    return spikes, x.new_empty(x.shape[1:], dtype=torch.float32)
+
+
+@torch.library.custom_op("spikingresformer::lif_backward", mutates_args=(), device_types="cpu")
+def lif_backward(x: torch.Tensor, v: Optional[torch.Tensor], g_spikes: Optional[torch.Tensor],
+                 g_v: Optional[torch.Tensor], tau: float, threshold: float, alpha: float) -> torch.Tensor:
+    """Input gradient of `lif_forward`: the membrane trace is recomputed from (x, v), so the forward keeps
+    no [T, N] float32 tensor; g_spikes / g_v may be None (zero)."""
+    kdt = _kernel_dtype(x.dtype)
+    xk = x.to(kdt).contiguous()
+    T, N = xk.shape
+    g = torch.zeros((T, N), dtype=kdt) if g_spikes is None else g_spikes.to(kdt).contiguous()
+    v0 = _EMPTY if v is None else v.float().contiguous()
+    gv = _EMPTY if g_v is None else g_v.float().contiguous()
+    gx = torch.empty((T, N), dtype=kdt)
+    _run(_backward, 5, N, T * N, _np(xk), _np(v0), _np(g), _np(gv), _np(gx),
+         np.float32(tau), np.float32(threshold), np.float32(math.pi / 2 * alpha), np.float32(alpha / 2),
+         alpha != 2.0)
+    return gx.to(x.dtype)
+
+
+@lif_backward.register_fake
+def _(x, v, g_spikes, g_v, tau, threshold, alpha):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    x, v, tau, threshold, alpha = inputs
+    ctx.save_for_backward(x, v)
+    ctx.consts = (tau, threshold, alpha)
+    ctx.set_materialize_grads(False)
+
+
+def _lif_grad(ctx, g_spikes, g_v):
+    x, v = ctx.saved_tensors
+    return lif_backward(x, v, g_spikes, g_v, *ctx.consts), None, None, None, None
+
+
+lif_forward.register_autograd(_lif_grad, setup_context=_setup_context)

@@ -2,8 +2,10 @@
 
 Both take a time-major tensor [T, B, ...] in any memory layout and return spikes of the same shape,
 dtype and layout. Inside, the tensor is viewed as [T, N] in its *physical* order (channels-last stays
-channels-last, no copy), and the membrane state is kept in float32 even under autocast, so spikingjelly
-always takes its registered kernel (Triton on CUDA, its CPU op on CPU) and never the Python reference.
+channels-last, no copy), and the membrane state is kept in float32 even under autocast. On CPU the LIF runs
+the fused kernel of models/lif_cpu.py (bit-identical to spikingjelly's CPU op, one memory pass each way);
+elsewhere, and for PLIF, spikingjelly's registered multi-step kernels (Triton on CUDA), never its Python
+reference loop.
 The neuron state is reset by `spikingjelly.activation_based.functional.reset_net(model)`.
 """
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 from spikingjelly.activation_based import functional as sjf
 from spikingjelly.activation_based import neuron, surrogate
 
-from models.lif_cpu import FusedLIF
+from models.lif_cpu import lif_forward
 
 # The paper's settings: tau 2, decay_input, threshold 1, hard reset to 0, detached reset, ATan(alpha=2).
 _COMMON = dict(decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=True, step_mode="m",
@@ -41,8 +43,8 @@ def _restore(spikes: torch.Tensor, x: torch.Tensor, perm: tuple[int, ...] | None
 
 
 def _use_cpu_kernel(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16) and \
-        not torch.compiler.is_compiling()
+    """CPU float tensors take the fused numba kernel (an opaque custom op, under torch.compile too)."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
 
 
 class _FlatNeuron:
@@ -76,7 +78,7 @@ class LIF(_FlatNeuron, neuron.LIFNode):
 
     def _kernel(self, x: torch.Tensor, v: torch.Tensor):
         if _use_cpu_kernel(x) and self.detach_reset and self.v_reset == 0.0 and self.decay_input:
-            return FusedLIF.apply(x, v, self.tau, self.v_threshold, self.surrogate_function.alpha)
+            return lif_forward(x, v, self.tau, self.v_threshold, self.surrogate_function.alpha)
         s, v, _ = sjf.lif_multi_step(x, self._initial_v(x, v), self.tau, self.decay_input, self.v_threshold,
                                      self.v_reset, self.surrogate_function, self.detach_reset, False)
         return s, v
