@@ -166,7 +166,7 @@ def _run(kernel, n_head: int, n: int, total: int, *args) -> None:
     head, tail = args[:n_head], args[n_head:]
     parts = torch.get_num_threads() if total >= _MIN_PARALLEL else 1
     step = -(-n // max(parts, 1))
-    step = -(-step // 16) * 16  # whole cache lines per slice
+    step = max(16, -(-step // 16) * 16)  # whole cache lines per slice (and no zero step for n = 0)
     bounds = [(lo, min(n, lo + step)) for lo in range(0, n, step)] or [(0, 0)]
     if len(bounds) == 1:
         kernel(*head, 0, n, *tail)

@@ -165,6 +165,15 @@ def test_cpu_lif_kernel_is_bit_identical_to_spikingjelly(dtype, n, carried):
     assert sb.dtype == dtype and xb.grad.dtype == dtype and vb.dtype == torch.float32
 
 
+def test_cpu_lif_kernel_empty_input():
+    from models.lif_cpu import lif_forward
+
+    x = torch.empty(4, 0, requires_grad=True)
+    spikes, v = lif_forward(x, None, 2.0, 1.0, 2.0)
+    spikes.sum().backward()
+    assert spikes.shape == (4, 0) and v.shape == (0,) and x.grad.shape == (4, 0)
+
+
 def test_torch_compile_traces_one_graph_without_breaks():
     """Full graph in train mode (rate updates included); the neurons are spikingjelly's traceable ops."""
     import torch._dynamo as dynamo
