@@ -15,8 +15,10 @@ from __future__ import annotations
 import ctypes
 import sys
 
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
-ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1), "MALLOC_TOP_PAD_": str(64 << 20)}
+# (mallopt parameter, its environment variable, value): no mmap, trim only above 2 GiB, heap grows by 64 MiB
+_SETTINGS = ((-4, "MALLOC_MMAP_MAX_", 0), (-1, "MALLOC_TRIM_THRESHOLD_", 2**31 - 1),
+             (-2, "MALLOC_TOP_PAD_", 64 << 20))
+ENV = {name: str(value) for _, name, value in _SETTINGS}
 
 
 def keep_freed_memory() -> bool:
@@ -28,5 +30,4 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator alone
         return False
-    return all(mallopt(opt, value) == 1 for opt, value in
-               ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 64 << 20)))
+    return all(mallopt(param, value) == 1 for param, _, value in _SETTINGS)

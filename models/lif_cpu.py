@@ -86,6 +86,12 @@ def _store_impl(a, i, f):
 _JIT = dict(nogil=True, cache=True, error_model="numpy", boundscheck=False)
 
 
+@numba.njit(inline="always", **_JIT)
+def _charge(x, v, tau):  # pragma: no cover - numba
+    """H = V + (X - V) / tau, in spikingjelly's operation order (forward and backward's recompute)."""
+    return (x - v) / tau + v
+
+
 @numba.njit(**_JIT)
 def _forward(x, v0, spikes, v_out, lo, hi, tau, threshold, one):  # pragma: no cover - numba
     n = hi - lo
@@ -100,7 +106,7 @@ def _forward(x, v0, spikes, v_out, lo, hi, tau, threshold, one):  # pragma: no c
         st = spikes[t, lo:hi]
         for i in range(n):
             v = vo[i]
-            h = (_load(xt, i) - v) / tau + v  # H = V + (X - V) / tau
+            h = _charge(_load(xt, i), v, tau)
             fired = h >= threshold
             st[i] = one if fired else zero
             vo[i] = np.float32(0.0) if fired else h  # hard reset to 0
@@ -130,8 +136,7 @@ def _backward(x, v0, g, g_v, gx, lo, hi, tau, threshold, k, scale, use_scale):  
             xt = x[t, b0:b1]
             ht = hs[t]
             for i in range(m):
-                v = vv[i]
-                h = (_load(xt, i) - v) / tau + v
+                h = _charge(_load(xt, i), vv[i], tau)
                 ht[i] = h
                 vv[i] = zero if h >= threshold else h
         if g_v.shape[0] == 0:  # now the gradient carried back through V
@@ -189,6 +194,11 @@ def _kernel_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.bfloat16) else torch.float32
 
 
+def _f32_or_empty(t: torch.Tensor | None) -> torch.Tensor:
+    """A contiguous float32 [N] state/gradient, or the empty 'none' marker the kernels read as zeros."""
+    return _EMPTY if t is None else t.float().contiguous()
+
+
 @torch.library.custom_op("spikingresformer::lif_forward", mutates_args=(), device_types="cpu")
 def lif_forward(x: torch.Tensor, v: Optional[torch.Tensor], tau: float, threshold: float,
                 alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,7 +207,7 @@ def lif_forward(x: torch.Tensor, v: Optional[torch.Tensor], tau: float, threshol
     `alpha` (the ATan surrogate's) is only used by the backward. An opaque op to torch.compile, so compiled
     graphs use this kernel too."""
     xk = x.to(_kernel_dtype(x.dtype)).contiguous()
-    v0 = _EMPTY if v is None else v.float().contiguous()
+    v0 = _f32_or_empty(v)
     T, N = xk.shape
     spikes = torch.empty_like(xk, memory_format=torch.contiguous_format)
     v_out = torch.empty(N, dtype=torch.float32)
@@ -222,8 +232,8 @@ def lif_backward(x: torch.Tensor, v: Optional[torch.Tensor], g_spikes: Optional[
     xk = x.to(kdt).contiguous()
     T, N = xk.shape
     g = torch.zeros((T, N), dtype=kdt) if g_spikes is None else g_spikes.to(kdt).contiguous()
-    v0 = _EMPTY if v is None else v.float().contiguous()
-    gv = _EMPTY if g_v is None else g_v.float().contiguous()
+    v0 = _f32_or_empty(v)
+    gv = _f32_or_empty(g_v)
     gx = torch.empty((T, N), dtype=kdt)
     _run(_backward, 5, N, T * N, _np(xk), _np(v0), _np(g), _np(gv), _np(gx),
          np.float32(tau), np.float32(threshold), np.float32(math.pi / 2 * alpha), np.float32(alpha / 2),

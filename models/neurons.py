@@ -47,6 +47,11 @@ def _use_cpu_kernel(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
 
 
+def _state_dtype(x: torch.Tensor) -> torch.dtype:
+    """The membrane's dtype: float32, also under autocast (float64 for a .double() model)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 class _FlatNeuron:
     """Mixin: run the neuron on a flat float32-state view; subclasses provide `_kernel`."""
 
@@ -54,14 +59,14 @@ class _FlatNeuron:
         """The carried-over membrane in the state dtype, or None after a reset (start at v_reset)."""
         v = self._memories["v"]
         if isinstance(v, torch.Tensor) and v.shape == x_flat.shape[1:]:
-            return v.to(torch.float64 if x_flat.dtype == torch.float64 else torch.float32)  # fp32 under AMP
+            return v.to(_state_dtype(x_flat))
         return None
 
     def _initial_v(self, x_flat: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:
         if v is not None:
             return v
-        dt = torch.float64 if x_flat.dtype == torch.float64 else torch.float32
-        return torch.full(x_flat.shape[1:], float(self.v_reset), dtype=dt, device=x_flat.device)
+        return torch.full(x_flat.shape[1:], float(self.v_reset), dtype=_state_dtype(x_flat),
+                          device=x_flat.device)
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         flat, perm = _flat_time_major(x_seq)  # [T, N]
@@ -76,7 +81,7 @@ class LIF(_FlatNeuron, neuron.LIFNode):
     def __init__(self):
         super().__init__(tau=2.0, surrogate_function=surrogate.ATan(alpha=2.0), **_COMMON)
 
-    def _kernel(self, x: torch.Tensor, v: torch.Tensor):
+    def _kernel(self, x: torch.Tensor, v: torch.Tensor | None):
         if _use_cpu_kernel(x) and self.detach_reset and self.v_reset == 0.0 and self.decay_input:
             return lif_forward(x, v, self.tau, self.v_threshold, self.surrogate_function.alpha)
         s, v, _ = sjf.lif_multi_step(x, self._initial_v(x, v), self.tau, self.decay_input, self.v_threshold,
@@ -90,7 +95,7 @@ class PLIF(_FlatNeuron, neuron.ParametricLIFNode):
     def __init__(self):
         super().__init__(init_tau=2.0, surrogate_function=surrogate.ATan(alpha=2.0), **_COMMON)
 
-    def _kernel(self, x: torch.Tensor, v: torch.Tensor):
+    def _kernel(self, x: torch.Tensor, v: torch.Tensor | None):
         s, v, _ = sjf.plif_multi_step(x, self._initial_v(x, v), self.w, self.decay_input, self.v_threshold,
                                       self.v_reset, self.surrogate_function, self.detach_reset, False)
         return s, v
