@@ -7,6 +7,7 @@ happened (not an AMP-overflow skip): scheduler update, hooks' `after_optimizer_s
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import sys
 import time
@@ -54,6 +55,7 @@ def build_accelerator(cfg: Config):
 def run(cfg: Config) -> int:
     """Train (or evaluate with train.test_only) as configured; returns the exit status."""
     acc = build_accelerator(cfg)
+    trainer = None
     try:
         trainer = Trainer(cfg, acc)
         return trainer.test_only() if cfg.train.test_only else trainer.fit()
@@ -65,6 +67,13 @@ def run(cfg: Config) -> int:
         return 2
     finally:
         acc.end_training()
+        # Free the prepared model (and with it the process group it holds) now, while the interpreter is
+        # alive. Left to the collector at interpreter shutdown, gloo's worker threads could still be
+        # releasing a finished collective's tensors, which needs the GIL: that thread then exits
+        # mid-destructor and std::terminate aborts a run that had finished correctly.
+        trainer = None
+        acc.free_memory()
+        gc.collect()
 
 
 class Trainer:

@@ -15,4 +15,10 @@ if __name__ == "__main__":
         kinds = dict(x.split("=") for x in argv[1].split(","))
         argv = argv[2:]
     toy.install(**kinds)
-    sys.exit(main(argv))
+    code = main(argv)
+    # gloo's worker threads must be gone once main() returns (else they can abort the interpreter's exit)
+    tasks = Path("/proc/self/task")  # Linux: one entry per thread, `comm` is its name
+    names = [(t / "comm").read_text() for t in tasks.iterdir()] if tasks.exists() else []
+    left = sum(n.startswith("pt_gloo") for n in names)
+    print(f"gloo threads left: {left}", flush=True)
+    sys.exit(code)

@@ -55,6 +55,7 @@ def test_two_processes_with_dassdp_stay_identical(tmp_path):
            *COMMON, ENTRY, "--parts", "model=real,hook=real", *args(out), *REAL_ARGS, "dassdp.warmup_steps=2"]
     done = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("gloo threads left: 0") == 2, done.stdout[-3000:]
     check_ranks(out, steps=4, hook="dassdp")  # 64 samples / 2 ranks / batch 8 = 4 steps per epoch
 
 
@@ -66,4 +67,5 @@ def test_two_machines_train_together(tmp_path):
         env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
     logs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(x[-2000:] for x in logs)
+    assert [x.count("gloo threads left: 0") for x in logs] == [1, 1], "\n".join(x[-2000:] for x in logs)
     check_ranks(out, steps=4)
