@@ -117,9 +117,10 @@ _BLOCK = 512  # elements per recompute block: T x 512 float32 stay in L1/L2
 
 
 @numba.njit(**_JIT)
-def _backward(x, v0, g, g_v, gx, lo, hi, tau, threshold, k, scale, use_scale):  # pragma: no cover
+def _backward(x, v0, g, g_v, gx, gv0, lo, hi, tau, threshold, k, scale, use_scale):  # pragma: no cover
     """Recompute H block by block from (x, v0) (no [T, N] float32 tensor is kept from forward), then the
-    reverse-time gradient sweep over the same block."""
+    reverse-time gradient sweep over the same block; the gradient reaching the initial membrane goes to
+    gv0 (unless that is the empty 'not needed' marker)."""
     T = x.shape[0]
     one = np.float32(1.0)
     zero = np.float32(0.0)
@@ -159,6 +160,8 @@ def _backward(x, v0, g, g_v, gx, lo, hi, tau, threshold, k, scale, use_scale):  
                 q = gh / tau
                 _store(gxt, i, q)
                 vv[i] = gh - q
+        if gv0.shape[0] != 0:
+            gv0[b0:b1] = vv[:m]
     return 0
 
 
@@ -225,9 +228,11 @@ def _(x, v, tau, threshold, alpha):
 
 @torch.library.custom_op("spikingresformer::lif_backward", mutates_args=(), device_types="cpu")
 def lif_backward(x: torch.Tensor, v: Optional[torch.Tensor], g_spikes: Optional[torch.Tensor],
-                 g_v: Optional[torch.Tensor], tau: float, threshold: float, alpha: float) -> torch.Tensor:
-    """Input gradient of `lif_forward`: the membrane trace is recomputed from (x, v), so the forward keeps
-    no [T, N] float32 tensor; g_spikes / g_v may be None (zero)."""
+                 g_v: Optional[torch.Tensor], tau: float, threshold: float, alpha: float,
+                 v_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of `lif_forward` for x [T, N] and, if `v_grad`, for the initial membrane v [N] (else an
+    empty tensor). The membrane trace is recomputed from (x, v), so the forward keeps no [T, N] float32
+    tensor; g_spikes / g_v may be None (zero)."""
     kdt = _kernel_dtype(x.dtype)
     xk = x.to(kdt).contiguous()
     T, N = xk.shape
@@ -235,15 +240,17 @@ def lif_backward(x: torch.Tensor, v: Optional[torch.Tensor], g_spikes: Optional[
     v0 = _f32_or_empty(v)
     gv = _f32_or_empty(g_v)
     gx = torch.empty((T, N), dtype=kdt)
-    _run(_backward, 5, N, T * N, _np(xk), _np(v0), _np(g), _np(gv), _np(gx),
+    gv0 = torch.empty(N if v_grad else 0, dtype=torch.float32)
+    _run(_backward, 6, N, T * N, _np(xk), _np(v0), _np(g), _np(gv), _np(gx), _np(gv0),
          np.float32(tau), np.float32(threshold), np.float32(math.pi / 2 * alpha), np.float32(alpha / 2),
          alpha != 2.0)
-    return gx.to(x.dtype)
+    return gx.to(x.dtype), gv0
 
 
 @lif_backward.register_fake
-def _(x, v, g_spikes, g_v, tau, threshold, alpha):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+def _(x, v, g_spikes, g_v, tau, threshold, alpha, v_grad):
+    gx = torch.empty_like(x, memory_format=torch.contiguous_format)
+    return gx, x.new_empty(x.shape[1] if v_grad else 0, dtype=torch.float32)
 
 
 def _setup_context(ctx, inputs, output):
@@ -255,7 +262,9 @@ def _setup_context(ctx, inputs, output):
 
 def _lif_grad(ctx, g_spikes, g_v):
     x, v = ctx.saved_tensors
-    return lif_backward(x, v, g_spikes, g_v, *ctx.consts), None, None, None, None
+    v_grad = v is not None and ctx.needs_input_grad[1]  # a carried-over membrane that is part of the graph
+    gx, gv0 = lif_backward(x, v, g_spikes, g_v, *ctx.consts, v_grad)
+    return gx, (gv0 if v_grad else None), None, None, None
 
 
 lif_forward.register_autograd(_lif_grad, setup_context=_setup_context)

@@ -154,15 +154,37 @@ def test_cpu_lif_kernel_is_bit_identical_to_spikingjelly(dtype, n, carried):
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(5, n, generator=gen) * 1.5).to(dtype)
     v0 = torch.rand(n, generator=gen) * 0.5 if carried else torch.zeros(n)
-    g = torch.randn(5, n, generator=gen).to(dtype)
+    g, g_v = torch.randn(5, n, generator=gen).to(dtype), torch.randn(n, generator=gen)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    sa, va, _ = sjf.lif_multi_step(xa, v0, 2.0, True, 1.0, 0.0, surrogate.ATan(alpha=2.0), True, False)
-    sb, vb = lif_forward(xb, v0 if carried else None, 2.0, 1.0, 2.0)
-    sa.backward(g)
-    sb.backward(g)
+    v0a, v0b = v0.clone().requires_grad_(carried), v0.clone().requires_grad_(carried)
+    sa, va, _ = sjf.lif_multi_step(xa, v0a, 2.0, True, 1.0, 0.0, surrogate.ATan(alpha=2.0), True, False)
+    sb, vb = lif_forward(xb, v0b if carried else None, 2.0, 1.0, 2.0)
+    torch.autograd.backward((sa, va), (g, g_v.to(va.dtype)))  # through the spikes and the final membrane
+    torch.autograd.backward((sb, vb), (g, g_v))
     assert 0 < sa.float().mean() < 1
     assert torch.equal(sa, sb) and torch.equal(va.float(), vb) and torch.equal(xa.grad, xb.grad)
     assert sb.dtype == dtype and xb.grad.dtype == dtype and vb.dtype == torch.float32
+    if carried:  # the gradient reaches the carried-over membrane (BPTT across calls without a reset)
+        assert v0b.grad is not None and torch.equal(v0a.grad.float(), v0b.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lif_in_two_chunks_equals_one_call(dtype):
+    """T=6 in chunks of 2 and 4 without a reset: same spikes and the same input gradient as one call
+    (the carried membrane passes the gradient back into the first chunk)."""
+    from models.neurons import LIF
+
+    x = (torch.randn(6, 2, 8, 3, 3, generator=torch.Generator().manual_seed(1)) * 1.5).to(dtype)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)).to(dtype)
+    whole, parts = x.clone().requires_grad_(), x.clone().requires_grad_()
+    lif = LIF()
+    s_whole = lif(whole)
+    s_whole.backward(g)
+    reset_net(lif)
+    s_parts = torch.cat([lif(parts[:2]), lif(parts[2:])])
+    s_parts.backward(g)
+    assert 0 < s_whole.float().mean() < 1
+    assert torch.equal(s_whole, s_parts) and torch.equal(whole.grad, parts.grad)
 
 
 def test_cpu_lif_kernel_empty_input():
