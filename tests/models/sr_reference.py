@@ -82,6 +82,21 @@ def random_official_state(arch, num_classes: int, seed: int = 0, dtype=torch.flo
     return sd
 
 
+class _SpikeATan(torch.autograd.Function):
+    """Heaviside(h - 1) forward; the paper's ATan surrogate (alpha 2) backward."""
+
+    @staticmethod
+    def forward(ctx, h):
+        ctx.save_for_backward(h)
+        return (h >= 1.0).to(h.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (h,) = ctx.saved_tensors
+        alpha = 2.0
+        return g * (alpha / 2) / (1 + (math.pi / 2 * alpha * (h - 1.0)) ** 2)
+
+
 class Reference:
     """Per-step forward with the official structure; `train` uses batch BN statistics and updates `sd`."""
 
@@ -97,8 +112,8 @@ class Reference:
                 h = v + (x[t] - v) * torch.sigmoid(self.sd[f"{prefix}.w"])
             else:
                 h = v + (x[t] - v) / 2.0
-            s = (h >= 1.0).to(x.dtype)
-            v = h * (1.0 - s)
+            s = _SpikeATan.apply(h)
+            v = h * (1.0 - s.detach())  # detached reset
             out.append(s)
         return torch.stack(out)
 
@@ -113,8 +128,9 @@ class Reference:
             dims = (0, 1, 3, 4)
             mean, var = x.mean(dims), x.var(dims, unbiased=False)
             n = x.numel() / x.shape[2]
-            self.sd[f"{p}.running_mean"] = 0.9 * self.sd[f"{p}.running_mean"] + 0.1 * mean
-            self.sd[f"{p}.running_var"] = 0.9 * self.sd[f"{p}.running_var"] + 0.1 * var * n / (n - 1)
+            m, v = mean.detach(), var.detach()
+            self.sd[f"{p}.running_mean"] = 0.9 * self.sd[f"{p}.running_mean"] + 0.1 * m
+            self.sd[f"{p}.running_var"] = 0.9 * self.sd[f"{p}.running_var"] + 0.1 * v * n / (n - 1)
         else:
             mean, var = self.sd[f"{p}.running_mean"], self.sd[f"{p}.running_var"]
         shape = (1, 1, -1, 1, 1)
@@ -122,7 +138,7 @@ class Reference:
 
     def rate(self, name: str, spikes: torch.Tensor) -> torch.Tensor:  # spikes: [T, B, h, ., .]
         if self.train:
-            r = spikes.mean((0, 1, 3, 4), keepdim=True)
+            r = spikes.detach().mean((0, 1, 3, 4), keepdim=True)  # the official code detaches too
             old = self.sd[name]
             base = r if bool(torch.all(old == 0)) else old
             self.sd[name] = base * 0.999 + r * 0.001

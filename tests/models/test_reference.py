@@ -1,6 +1,8 @@
 """Same weights and input -> same logits and buffers as a plain per-step reference of the official code."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from spikingjelly.activation_based.functional import reset_net
@@ -72,6 +74,46 @@ def test_train_mode_matches_reference_including_buffers(static):
         if not k.endswith("num_batches_tracked"):
             torch.testing.assert_close(ours[k], v, rtol=0, atol=1e-10, msg=k)
     assert ours["layers.0.0.firing_rate_x"].dtype == torch.float64  # follows .double()
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_train_step_gradients_match_reference(static):
+    """float64, train mode: the gradient of every parameter equals the per-step reference's (surrogate
+    ATan, detached reset; folded T, broadcast stem, transposed attention and BN over T*B included)."""
+    arch, T, img = ARCHS["spikingresformer_tiny"], 3, 16
+    sd = random_official_state(arch, 10, seed=8, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 3, img, img, generator=gen, dtype=torch.float64)
+    if not static:
+        x = x.unsqueeze(1).repeat(1, T, 1, 1, 1) + 0.2 * torch.rand(4, T, 3, img, img, dtype=torch.float64)
+    y = torch.arange(4) % 10
+    model = _model("spikingresformer_tiny", sd, T, img, 10).train()
+    params = {k: v.clone().requires_grad_() for k, v in sd.items() if k in dict(model.named_parameters())}
+    ref = Reference(arch, {**{k: v.clone() for k, v in sd.items()}, **params}, T, img, train=True)
+    with _firing_rates(model) as rates:
+        torch.nn.functional.cross_entropy(model(x).mean(0), y).backward()
+    torch.nn.functional.cross_entropy(ref(x).mean(0), y).backward()
+    assert len(rates) == 20 and min(rates) > 0 and max(rates) < 0.9, rates  # every neuron layer fires
+    nonzero = 0
+    for k, p in model.named_parameters():
+        assert p.grad is not None and params[k].grad is not None, k
+        torch.testing.assert_close(p.grad, params[k].grad, rtol=1e-7, atol=1e-10, msg=k)
+        nonzero += int(p.grad.abs().sum() > 0)
+    assert nonzero >= len(params) - 1, "most gradients must be non-zero for the comparison to mean much"
+
+
+@contextlib.contextmanager
+def _firing_rates(model):
+    from models.neurons import LIF
+
+    rates: list[float] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: rates.append(float(o.detach().float().mean())))
+             for m in model.modules() if isinstance(m, LIF)]
+    try:
+        yield rates
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def test_real_variant_plif_dvsg_small_resolution():
