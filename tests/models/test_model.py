@@ -187,6 +187,32 @@ def test_lif_in_two_chunks_equals_one_call(dtype):
     assert torch.equal(s_whole, s_parts) and torch.equal(whole.grad, parts.grad)
 
 
+@pytest.mark.parametrize("amp", [False, True])
+def test_model_with_cpu_kernel_equals_model_with_spikingjelly_op(amp, monkeypatch):
+    """Whole train step (channels-last, transposed attention map, bf16 autocast or not): logits, every
+    gradient and the rate buffers are bit-identical whether the LIFs run the fused kernel or
+    spikingjelly's op."""
+    from models import neurons
+
+    def step():
+        torch.manual_seed(0)
+        model = _tiny().to(memory_format=torch.channels_last).train()
+        x = torch.randn(4, 3, IMG, IMG, generator=torch.Generator().manual_seed(3))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = model(x.contiguous(memory_format=torch.channels_last))
+        F.cross_entropy(out.float().mean(0), torch.arange(4) % 10).backward()
+        return out, {k: p.grad for k, p in model.named_parameters()}, model.state_dict()
+
+    fused = step()
+    monkeypatch.setattr(neurons, "_use_cpu_kernel", lambda x: False)
+    plain = step()
+    assert torch.equal(fused[0], plain[0])
+    for k in fused[1]:
+        assert torch.equal(fused[1][k], plain[1][k]), k
+    for k in fused[2]:
+        assert torch.equal(fused[2][k], plain[2][k]), k
+
+
 def test_cpu_lif_kernel_empty_input():
     from models.lif_cpu import lif_forward
 
