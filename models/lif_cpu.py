@@ -3,9 +3,10 @@
 The paper's neuron (tau 2, decay_input, hard reset to 0, detached reset, ATan surrogate) over a flat
 time-major [T, N] tensor, as the custom ops `spikingresformer::lif_forward` / `lif_backward` (with autograd;
 opaque to torch.compile, so compiled CPU graphs call them too). The arithmetic is spikingjelly 2.0's CPU op,
-operation for operation and in the same float32 order, so spikes, final membrane and input gradients are
-bit-identical to it (a test checks fp32, bf16 and fp16); only the memory traffic changes: spikingjelly's op
-makes about five passes per time step forward and ten backward, these kernels one. The backward recomputes
+operation for operation and in the same float32 order, so spikes, final membrane and the gradients of the
+input and of a carried-over membrane are bit-identical to it (a test checks fp32, bf16 and fp16); only the
+memory traffic changes: spikingjelly's op makes about five passes per time step forward and ten backward,
+these kernels one. The backward recomputes
 the membrane trace block by block from the saved input instead of keeping a [T, N] float32 copy.
 
 bfloat16 tensors are read and written as their 16-bit patterns (exact widening, round-to-nearest-even
