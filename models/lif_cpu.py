@@ -6,8 +6,8 @@ opaque to torch.compile, so compiled CPU graphs call them too). The arithmetic i
 operation for operation and in the same float32 order, so spikes, final membrane and the gradients of the
 input and of a carried-over membrane are bit-identical to it (a test checks fp32, bf16 and fp16); only the
 memory traffic changes: spikingjelly's op makes about five passes per time step forward and ten backward,
-these kernels one. The backward recomputes
-the membrane trace block by block from the saved input instead of keeping a [T, N] float32 copy.
+these kernels one. The backward recomputes the membrane trace block by block from the saved input instead
+of keeping a [T, N] float32 copy.
 
 bfloat16 tensors are read and written as their 16-bit patterns (exact widening, round-to-nearest-even
 narrowing as torch does), so autocast costs no conversion passes; other dtypes are converted around the
