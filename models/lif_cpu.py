@@ -17,9 +17,11 @@ layer does not allow). CPU only; on CUDA the model uses spikingjelly's Triton ke
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Optional
 
 import numba
@@ -269,3 +271,19 @@ def _lif_grad(ctx, g_spikes, g_v):
 
 
 lif_forward.register_autograd(_lif_grad, setup_context=_setup_context)
+
+
+def _tag_compile_caches() -> None:
+    """Put this file's hash into torch.compile's cache keys (`torch.compiler.config.cache_key_tag`).
+
+    The compile caches key a graph by the ops it calls, not by their code: a backward graph cached with an
+    earlier version of these ops would call them with their old arguments and fail (or worse, run the old
+    formula's arguments on the new op). With the hash in the key, any change here is a cache miss.
+    """
+    tag = "spikingresformer.lif_cpu:" + hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    config = torch.compiler.config
+    if tag not in config.cache_key_tag.split():
+        config.cache_key_tag = f"{config.cache_key_tag} {tag}".strip()
+
+
+_tag_compile_caches()

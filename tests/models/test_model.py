@@ -231,6 +231,32 @@ def test_torch_compile_traces_one_graph_without_breaks():
     assert explained.graph_count == 1 and explained.graph_break_count == 0
 
 
+def test_torch_compile_train_step_matches_eager():
+    """Compiled forward + backward (inductor, the LIF's custom ops in both graphs) gives eager's gradients."""
+    def grads(compiled: bool) -> dict:
+        torch.manual_seed(0)
+        model = _tiny().to(memory_format=torch.channels_last).train()
+        fwd = models.compile_model(model) if compiled else model
+        x = torch.randn(4, 3, IMG, IMG, generator=torch.Generator().manual_seed(1))
+        F.cross_entropy(fwd(x).mean(0), torch.arange(4)).backward()
+        return {k: p.grad for k, p in model.named_parameters()}
+
+    eager, compiled = grads(False), grads(True)
+    for k, g in eager.items():
+        assert compiled[k] is not None, k
+        torch.testing.assert_close(compiled[k], g, rtol=0, atol=1e-3 * float(g.abs().max()) + 1e-8, msg=k)
+
+
+def test_compile_cache_key_carries_the_kernel_version():
+    """A graph cached with an older LIF kernel must not be reused (it would call the old op signature)."""
+    from models import lif_cpu
+
+    tag = torch.compiler.config.cache_key_tag
+    assert "spikingresformer.lif_cpu:" in tag
+    lif_cpu._tag_compile_caches()  # idempotent
+    assert torch.compiler.config.cache_key_tag == tag
+
+
 @pytest.mark.slow
 def test_torch_compile_fullgraph_matches_eager():
     model = _tiny().to(memory_format=torch.channels_last).eval()
