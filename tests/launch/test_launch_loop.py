@@ -158,3 +158,24 @@ def test_bf16_autocast_on_cpu(tmp_path, toy_train):
     ck = load_checkpoint(out / "checkpoints/last.pt")
     assert ck["step"] == 8 and ck["scaler"] is None  # bf16 needs no loss scaling
     assert all(v.dtype == torch.float32 for v in weights(out).values() if v.is_floating_point())
+
+
+def test_compiled_model_trains_hooks_act_and_checkpoints_keep_plain_names(tmp_path, toy_train, monkeypatch):
+    """model.compile=true: same checkpoint names as eager (no `_orig_mod.`), hooks run on every step."""
+    import models
+
+    compiled_calls, real_compile = [], models.compile_model
+
+    def counting_compile(model, **kw):
+        compiled_calls.append(model)
+        return real_compile(model, **kw)
+
+    monkeypatch.setattr(models, "compile_model", counting_compile)
+    assert toy_train(tmp_path / "c", "train.epochs=1", "model.compile=true", "dassdp.enabled=true") == 0
+    assert len(compiled_calls) == 1
+    assert toy_train(tmp_path / "e", "train.epochs=1", "dassdp.enabled=true") == 0
+    compiled, eager = weights(tmp_path / "c"), weights(tmp_path / "e")
+    assert compiled.keys() == eager.keys() and not any("_orig_mod" in k for k in compiled)
+    ck = load_checkpoint(tmp_path / "c/checkpoints/last.pt")
+    assert ck["step"] == 8 and ck["hooks"]["toy"]["calls"] == 8
+    assert not any("_orig_mod" in k for k in ck["model"])
