@@ -10,20 +10,9 @@ from launch.config import Config, OptimConfig, SchedConfig
 
 def build_model(cfg: Config) -> nn.Module:
     """The network from `model:` (models.build_model, `pretrained` loaded), before any device or wrapper."""
-    import dataclasses
-
     import models
 
-    model = models.build_model(dataclasses.replace(cfg.model, channels_last=False))
-    return to_channels_last(model) if cfg.model.channels_last else model
-
-
-def to_channels_last(model: nn.Module) -> nn.Module:
-    """4-D weights and buffers in channels-last layout (`Module.to` refuses models holding 5-D buffers)."""
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.dim() == 4:
-            t.data = t.data.contiguous(memory_format=torch.channels_last)
-    return model
+    return models.build_model(cfg.model)  # channels-last (parameters strided like their gradients) if set
 
 
 def build_loaders(cfg: Config, accelerator, *, need_train: bool = True):

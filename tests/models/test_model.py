@@ -213,6 +213,21 @@ def test_model_with_cpu_kernel_equals_model_with_spikingjelly_op(amp, monkeypatc
         assert torch.equal(fused[2][k], plain[2][k]), k
 
 
+def test_channels_last_parameters_are_strided_like_their_gradients():
+    """build_model(channels_last): every 4-D weight (1x1 convolutions included) has the strides its
+    gradient comes back with, so DDP's buckets and AccumulateGrad need no re-striding copy."""
+    from models.config import ModelConfig
+
+    model = models.build_model(ModelConfig(name="spikingresformer_tiny", T=2, num_classes=4, img_size=IMG))
+    x = torch.randn(2, 3, IMG, IMG).contiguous(memory_format=torch.channels_last)
+    model(x).float().mean().backward()
+    four_d = [(n, p) for n, p in model.named_parameters() if p.dim() == 4]
+    assert any(p.shape[2:] == (1, 1) for _, p in four_d)
+    for n, p in four_d:
+        assert p.stride() == torch.empty(p.shape, memory_format=torch.channels_last).stride(), n
+        assert p.grad.stride() == p.stride(), n
+
+
 def test_cpu_lif_kernel_empty_input():
     from models.lif_cpu import lif_forward
 
