@@ -265,7 +265,7 @@ def _setup_context(ctx, inputs, output):
 
 def _lif_grad(ctx, g_spikes, g_v):
     x, v = ctx.saved_tensors
-    v_grad = v is not None and ctx.needs_input_grad[1]  # a carried-over membrane that is part of the graph
+    v_grad = ctx.needs_input_grad[1]  # a carried-over membrane that is part of the graph (never for None)
     gx, gv0 = lif_backward(x, v, g_spikes, g_v, *ctx.consts, v_grad)
     return gx, (gv0 if v_grad else None), None, None, None
 
