@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONSTRAINTS := constraints/linux-x86_64-py311.txt
-APT_PKGS := libopencv-dev libturbojpeg0-dev pkg-config dataset-fashion-mnist
+APT_PKGS := gcc libc6-dev libopencv-dev libturbojpeg0-dev pkg-config dataset-fashion-mnist
 STAMP := $(VENV)/.setup-stamp
 PYTEST_ARGS ?=
 
@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 
 setup: apt $(STAMP)
 
-# Debian packages that ffcv's build and the demo need; apt is only touched when one is missing.
+# Debian packages that ffcv's build, the event-driven convolution kernels (gcc) and the demo need; apt is
+# only touched when one is missing.
 apt:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -28,6 +29,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install -q -c $(CONSTRAINTS) torch torchvision
 	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[ffcv,dali,dev]'
 	$(BIN)/python -c "import torch, torchvision, spikingjelly, timm, accelerate, tonic, ffcv, nvidia.dali, safetensors; print('setup ok: torch', torch.__version__)"
+	$(BIN)/python -c "from models import spike_conv as s; s.library() or exit('event-driven conv kernels: ' + str(s.unavailable_reason()))"
 	@touch $(STAMP)
 
 lint: setup

@@ -30,7 +30,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.name not in ARCHS:
         raise ValueError(f"model.name: unknown model {cfg.name!r}; choose one of {list_models()}")
     model = create(cfg.name, T=cfg.T, num_classes=cfg.num_classes, img_size=cfg.img_size,
-                   in_channels=cfg.in_channels, frozen_ema=cfg.frozen_ema)
+                   in_channels=cfg.in_channels, frozen_ema=cfg.frozen_ema,
+                   sparse_conv=cfg.sparse_conv)
     if cfg.pretrained:
         load_weights(model, cfg.pretrained)
     if cfg.channels_last:

@@ -28,10 +28,10 @@ CONFIGS = {  # name -> (variant, batch, T, px, classes)
 def _build(impl: str, variant: str, T: int, px: int, classes: int):
     import torch
 
-    if impl == "ours":
+    if impl.startswith("ours"):
         import models
 
-        m = models.create(variant, T=T, img_size=px, num_classes=classes)
+        m = models.create(variant, T=T, img_size=px, num_classes=classes, sparse_conv=impl == "ours-sparse")
         m = m.to(memory_format=torch.channels_last)
         from spikingjelly.activation_based.functional import reset_net
     else:
@@ -79,7 +79,7 @@ def _make_step(impl: str, req: dict):
     fwd = torch.compile(model, dynamic=False) if req["compile"] else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     x = torch.randn(B, 3, px, px)
-    if impl == "ours":
+    if impl.startswith("ours"):
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (B,))
     amp = req["dtype"] == "bf16"
@@ -130,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2, help="timed steps per round")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per round (compile happens here)")
     p.add_argument("--rounds", type=int, default=2, help="alternations ours/official per cell")
-    p.add_argument("--impls", default="ours,official")
+    p.add_argument("--impls", default="ours,official",
+                   help="comma list of ours, ours-sparse (sparse_conv on), official; each is compared with "
+                        "the last one")
     p.add_argument("--malloc-reuse", action="store_true",
                    help="both workers keep freed memory in the heap (what the trainer does on CPU)")
     p.add_argument("--official-dir", default=os.environ.get("OFFICIAL_DIR", "/work/external"))
-    p.add_argument("--worker", choices=["ours", "official"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["ours", "ours-sparse", "official"], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         _worker(a.worker)
@@ -147,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} threads; official: spikingjelly 0.0.0.0.14 (torch backend) via "
           f"{a.official_dir}/official_shim.py; steps={a.steps} warmup={a.warmup} rounds={a.rounds}; "
           f"malloc: {'reuse freed memory (both)' if a.malloc_reuse else 'glibc default (both)'}")
-    print(f"{'config':<8}{'dtype':<6}{'mode':<10}" + "".join(f"{i + ' img/s':>16}" for i in impls)
-          + ("   ratio" if len(impls) == 2 else ""))
+    print(f"{'config':<8}{'dtype':<6}{'mode':<10}" + "".join(f"{i + ' img/s':>20}" for i in impls)
+          + "".join(f"{i + '/' + impls[-1]:>22}" for i in impls[:-1]))
     for cfg in a.configs.split(","):
         for dtype in a.dtypes.split(","):
             for mode in a.modes.split(","):
@@ -178,10 +180,9 @@ def _cell(procs: dict, impls: list[str], a, cfg: str, dtype: str, mode: str) -> 
             else:
                 errors[i] = r["error"]
     ips = {i: B / statistics.median(t) if t else None for i, t in times.items()}
-    cols = "".join(f"{ips[i]:>16.2f}" if ips[i] else f"{'failed':>16}" for i in impls)
-    ratio = ""
-    if len(impls) == 2 and all(ips.values()):
-        ratio = f"   {ips[impls[0]] / ips[impls[1]]:.2f}x"
+    cols = "".join(f"{ips[i]:>20.2f}" if ips[i] else f"{'failed':>20}" for i in impls)
+    base = ips[impls[-1]]
+    ratio = "".join(f"{(f'{ips[i] / base:.2f}x' if ips[i] and base else '-'):>22}" for i in impls[:-1])
     print(f"{cfg:<8}{dtype:<6}{mode:<10}{cols}{ratio}", flush=True)
     for i, e in errors.items():
         print(f"#   {i} {cfg}/{dtype}/{mode} failed: {e}", flush=True)

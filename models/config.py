@@ -16,4 +16,5 @@ class ModelConfig:
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
     frozen_ema: bool = False  # reproduce the original's AMP-frozen firing-rate EMA
+    sparse_conv: bool = False  # event-driven CPU convolutions for spike inputs (models/spike_conv.py)
     pretrained: str | None = None  # path to weights loaded strictly before training

@@ -11,18 +11,38 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models import spike_conv
 from models.neurons import LIF
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d applied to [T, B, C, H, W] by folding T into the batch (bias off by default)."""
+    """nn.Conv2d applied to [T, B, C, H, W] by folding T into the batch (bias off by default).
+
+    `sparse_limits` (set by the model for the convolutions that read spikes, when `sparse_conv` is on):
+    on CPU in float32/bfloat16 the event-driven kernel of models/spike_conv.py runs when at most
+    `sparse_limits[dtype]` of the input is nonzero (the dense convolution otherwise); None: always dense.
+    """
 
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, groups: int = 1):
         super().__init__(cin, cout, k, stride, padding, groups=groups, bias=False)
+        self.sparse_limits: dict[torch.dtype, float] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x.flatten(0, 1))  # [T*B, C_out, H', W']
+        xf = x.flatten(0, 1)  # [T*B, C_in, H, W]
+        y = self._event_driven(xf) if self.sparse_limits and xf.device.type == "cpu" else None
+        if y is None:
+            y = super().forward(xf)  # [T*B, C_out, H', W']
         return y.unflatten(0, x.shape[:2])  # [T, B, C_out, H', W']
+
+    def _event_driven(self, xf: torch.Tensor) -> torch.Tensor | None:
+        w = self.weight
+        if torch.is_autocast_enabled("cpu"):  # a custom op is not autocast: cast as conv2d would
+            dt = torch.get_autocast_dtype("cpu")
+            xf, w = xf.to(dt), w.to(dt)
+        limit = self.sparse_limits.get(xf.dtype)
+        if limit is None or w.dtype != xf.dtype or self.dilation != (1, 1):
+            return None
+        return spike_conv.spike_conv(xf, w, self.stride[0], self.padding[0], self.groups, limit)
 
 
 class BN(nn.Module):

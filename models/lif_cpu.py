@@ -172,24 +172,35 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def _run(kernel, n_head: int, n: int, total: int, *args) -> None:
-    """Call `kernel(*head, lo, hi, *tail)` over slices of range(n), one per torch thread."""
-    head, tail = args[:n_head], args[n_head:]
+def _slices(n: int, total: int, align: int = 16) -> list[tuple[int, int]]:
+    """range(n) cut into one slice per torch thread (one slice if `total` work items are few); slice
+    starts are multiples of `align` (whole cache lines for 16 float32)."""
     parts = torch.get_num_threads() if total >= _MIN_PARALLEL else 1
     step = -(-n // max(parts, 1))
-    step = max(16, -(-step // 16) * 16)  # whole cache lines per slice (and no zero step for n = 0)
-    bounds = [(lo, min(n, lo + step)) for lo in range(0, n, step)] or [(0, 0)]
-    if len(bounds) == 1:
-        kernel(*head, 0, n, *tail)
+    step = max(align, -(-step // align) * align)  # (and no zero step for n = 0)
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)] or [(0, 0)]
+
+
+def _parallel(calls: list) -> None:
+    """Run the zero-argument callables `calls` (GIL-free kernels) at once: the first on this thread, the
+    others on a small pool; returns when all are done and re-raises the first error."""
+    if len(calls) == 1:
+        calls[0]()
         return
     global _pool
     with _pool_lock:
-        if _pool is None or _pool._max_workers < len(bounds) - 1:
-            _pool = ThreadPoolExecutor(len(bounds) - 1, thread_name_prefix="lif-cpu")
-    futures = [_pool.submit(kernel, *head, lo, hi, *tail) for lo, hi in bounds[1:]]
-    kernel(*head, *bounds[0], *tail)
+        if _pool is None or _pool._max_workers < len(calls) - 1:
+            _pool = ThreadPoolExecutor(len(calls) - 1, thread_name_prefix="lif-cpu")
+    futures = [_pool.submit(c) for c in calls[1:]]
+    calls[0]()
     for f in futures:
         f.result()
+
+
+def _run(kernel, n_head: int, n: int, total: int, *args) -> None:
+    """Call `kernel(*head, lo, hi, *tail)` over slices of range(n), one per torch thread."""
+    head, tail = args[:n_head], args[n_head:]
+    _parallel([(lambda lo=lo, hi=hi: kernel(*head, lo, hi, *tail)) for lo, hi in _slices(n, total)])
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -273,17 +284,18 @@ def _lif_grad(ctx, g_spikes, g_v):
 lif_forward.register_autograd(_lif_grad, setup_context=_setup_context)
 
 
-def _tag_compile_caches() -> None:
-    """Put this file's hash into torch.compile's cache keys (`torch.compiler.config.cache_key_tag`).
+def tag_compile_caches(path: str | Path) -> None:
+    """Put the hash of the kernel file `path` into torch.compile's cache keys (`cache_key_tag`).
 
     The compile caches key a graph by the ops it calls, not by their code: a backward graph cached with an
     earlier version of these ops would call them with their old arguments and fail (or worse, run the old
-    formula's arguments on the new op). With the hash in the key, any change here is a cache miss.
+    formula's arguments on the new op). With the hash in the key, any change to the file is a cache miss.
     """
-    tag = "spikingresformer.lif_cpu:" + hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    path = Path(path)
+    tag = f"spikingresformer.{path.stem}:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     config = torch.compiler.config
     if tag not in config.cache_key_tag.split():
         config.cache_key_tag = f"{config.cache_key_tag} {tag}".strip()
 
 
-_tag_compile_caches()
+tag_compile_caches(__file__)

@@ -6,12 +6,14 @@ is broadcast over T) or event frames [B, T, C, H, W]. Output: per-step logits [T
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from timm.models import register_model
 
+from models import spike_conv
 from models.layers import BN, DSSA, GWFFN, Conv2d, DownsampleLayer
 from models.neurons import NEURONS
 
@@ -60,7 +62,7 @@ class SpikingResformer(nn.Module):
     """The network; `T` time steps, built for one input resolution `img_size` (DSSA's N' is fixed)."""
 
     def __init__(self, arch: Arch, T: int = 4, num_classes: int | None = None, img_size: int | None = None,
-                 in_channels: int = 3, frozen_ema: bool = False):
+                 in_channels: int = 3, frozen_ema: bool = False, sparse_conv: bool = False):
         super().__init__()
         self.T = T
         self.arch = arch
@@ -85,6 +87,20 @@ class SpikingResformer(nn.Module):
             self.layers.append(stage)
         self.classifier = nn.Linear(arch.planes[-1], num_classes, bias=False)
         self.init_weight()
+        self.set_sparse_conv(sparse_conv)
+
+    def set_sparse_conv(self, on: bool, limits: dict[torch.dtype, float] | None = None) -> None:
+        """Event-driven CPU convolutions (models/spike_conv.py) for every convolution that reads spikes
+        (all but the stem's), used for a batch whose input has at most `limits[dtype]` nonzero
+        (default `spike_conv.DENSITY_LIMITS`); off: all dense."""
+        if on and spike_conv.unavailable_reason():
+            warnings.warn(f"sparse_conv: the event-driven kernels cannot be built here "
+                          f"({spike_conv.unavailable_reason()}); all convolutions stay dense", stacklevel=2)
+            on = False
+        for name, m in self.named_modules():
+            if isinstance(m, Conv2d):
+                sparse = on and not name.startswith("prologue")
+                m.sparse_limits = dict(limits or spike_conv.DENSITY_LIMITS) if sparse else None
 
     def init_weight(self) -> None:
         """trunc_normal std 0.02 for conv/linear, BN weight 1 bias 0 (as the original)."""
@@ -140,7 +156,8 @@ class SpikingResformer(nn.Module):
 
 
 def create(name: str, *, T: int = 4, num_classes: int | None = None, img_size: int | None = None,
-           in_channels: int | None = None, frozen_ema: bool = False, pretrained: bool = False,
+           in_channels: int | None = None, frozen_ema: bool = False, sparse_conv: bool = False,
+           pretrained: bool = False,
            **kwargs) -> SpikingResformer:
     """Build a registered variant by name (what the timm factories call)."""
     if pretrained:
@@ -152,7 +169,7 @@ def create(name: str, *, T: int = 4, num_classes: int | None = None, img_size: i
     if unknown:
         raise TypeError(f"{name}: unknown arguments {sorted(unknown)}")
     return SpikingResformer(ARCHS[name], T=T, num_classes=num_classes, img_size=img_size,
-                            in_channels=in_channels or 3, frozen_ema=frozen_ema)
+                            in_channels=in_channels or 3, frozen_ema=frozen_ema, sparse_conv=sparse_conv)
 
 
 def _register(name: str):

@@ -246,11 +246,22 @@ def test_torch_compile_traces_one_graph_without_breaks():
     assert explained.graph_count == 1 and explained.graph_break_count == 0
 
 
+def test_torch_compile_traces_one_graph_with_sparse_conv():
+    """The event-driven convolutions are opaque custom ops: still one graph, no breaks."""
+    import torch._dynamo as dynamo
+
+    model = _tiny(sparse_conv=True).to(memory_format=torch.channels_last).train()
+    explained = dynamo.explain(model)(torch.randn(2, 3, IMG, IMG))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+
+
 def test_torch_compile_train_step_matches_eager():
-    """Compiled forward + backward (inductor, the LIF's custom ops in both graphs) gives eager's gradients."""
+    """Compiled forward + backward (inductor; the LIF's and the event-driven convolution's custom ops in
+    both graphs) gives eager's gradients."""
     def grads(compiled: bool) -> dict:
         torch.manual_seed(0)
         model = _tiny().to(memory_format=torch.channels_last).train()
+        model.set_sparse_conv(True, {torch.float32: 1.0})  # every spike convolution event-driven
         fwd = models.compile_model(model) if compiled else model
         x = torch.randn(4, 3, IMG, IMG, generator=torch.Generator().manual_seed(1))
         F.cross_entropy(fwd(x).mean(0), torch.arange(4)).backward()
@@ -268,7 +279,7 @@ def test_compile_cache_key_carries_the_kernel_version():
 
     tag = torch.compiler.config.cache_key_tag
     assert "spikingresformer.lif_cpu:" in tag
-    lif_cpu._tag_compile_caches()  # idempotent
+    lif_cpu.tag_compile_caches(lif_cpu.__file__)  # idempotent
     assert torch.compiler.config.cache_key_tag == tag
 
 

@@ -1,0 +1,221 @@
+"""Event-driven CPU convolution for spike inputs: work proportional to the number of spikes.
+
+Every convolution after the stem sees spikes (0/1, a few percent of them 1: 3-14 % in SpikingResformer at
+initialisation). A dense convolution multiplies every zero; this one visits, per output pixel, only the
+nonzero inputs under its window and adds `value * weight row` for each, so the forward and the weight
+gradient cost about density x the dense work. The input gradient (dense in the output gradient) stays
+oneDNN's. Any input is computed correctly (the values are used, not assumed to be 1); above a density
+limit (`DENSITY_LIMITS`), where dense GEMMs win, the ops call the dense convolution instead.
+
+Layout: channels-last [N, C, H, W] (NHWC in memory); any stride, padding and groups, dilation 1.
+Exposed as the custom ops `spikingresformer::spike_conv` (with autograd) and `spike_conv_weight_grad`,
+opaque to torch.compile. float32 and bfloat16 (bf16 read as its 16-bit patterns, float32 accumulation,
+outputs rounded as torch rounds); the results equal the dense convolution's up to summation order.
+
+The kernels (models/spike_conv.c, plain C) are compiled on first use with the host C compiler
+(`-O3 -march=native`) into a cache keyed by the source, compiler and CPU (`$SPIKINGRESFORMER_CACHE`, else
+`~/.cache/spikingresformer`). CPU only; the model uses them for CPU tensors when `sparse_conv` is on.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from models.lif_cpu import _parallel, _slices, tag_compile_caches
+
+# Above these fractions of nonzero inputs the dense convolution is used: where the event-driven kernel
+# stops winning on this project's CPU (AVX-512, oneDNN) for SpikingResformer's shapes; bfloat16 dense
+# convolutions run about twice as fast as float32 ones, so their break-even comes earlier.
+DENSITY_LIMITS = {torch.float32: 0.15, torch.bfloat16: 0.05}
+_SOURCE = Path(__file__).with_name("spike_conv.c")
+_FLAGS = ["-O3", "-march=native", "-std=gnu11", "-fPIC", "-shared"]
+_lib: ctypes.CDLL | None = None
+_lib_error: str | None = None
+_lib_lock = threading.Lock()
+
+
+def _cpu_id() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("SPIKINGRESFORMER_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spikingresformer"
+
+
+def _build() -> ctypes.CDLL:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise RuntimeError("no C compiler found (install gcc, or set CC)")
+    key = hashlib.sha256(b"\0".join([_SOURCE.read_bytes(), cc.encode(), " ".join(_FLAGS).encode(),
+                                      platform.machine().encode(), _cpu_id().encode()])).hexdigest()[:16]
+    out = _cache_dir() / f"spike_conv-{key}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+        try:
+            r = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp], capture_output=True, text=True)
+            if r.returncode:
+                raise RuntimeError(f"{cc} failed on {_SOURCE}: {r.stderr.strip()[-2000:]}")
+            os.replace(tmp, out)  # atomic: concurrent builders (DDP ranks) each land a whole file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(out))
+    i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    lib.sc_forward.argtypes = [ptr, i32, ptr, ptr, i32] + [i64] * 12
+    lib.sc_weight_grad.argtypes = [ptr, i32, ptr, i32, ptr] + [i64] * 12
+    lib.sc_forward.restype = lib.sc_weight_grad.restype = i32
+    lib.sc_density.argtypes = [ptr, i32, i64, i64, i64]
+    lib.sc_density.restype = ctypes.c_double
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, built on first call; None if they cannot be built (see `unavailable_reason`)."""
+    global _lib, _lib_error
+    with _lib_lock:
+        if _lib is None and _lib_error is None:
+            try:
+                _lib = _build()
+            except (OSError, RuntimeError) as e:
+                _lib_error = str(e)
+        return _lib
+
+
+def unavailable_reason() -> str | None:
+    """Why the event-driven kernels cannot be used here (None when they can)."""
+    library()
+    return _lib_error
+
+
+def _call(fn, *args) -> None:
+    if fn(*args) != 0:
+        raise MemoryError("spike_conv: the kernel could not allocate its scratch memory")
+
+
+def _kernel_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.bfloat16) else torch.float32
+
+
+def _out_size(size: int, k: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+def density(x: torch.Tensor, every: int = 1) -> float:
+    """Fraction of nonzero entries of x [N, ...], counted in every `every`-th image (what the ops compare
+    with their limit, from every 8th image: a cost decision, never a correctness one)."""
+    lib = library()
+    dense_images = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+    if lib is None or x.dtype not in (torch.float32, torch.bfloat16) or not dense_images or x.dim() < 2:
+        return float(torch.count_nonzero(x[::every])) / max(x[::every].numel(), 1)
+    return lib.sc_density(x.data_ptr(), int(x.dtype == torch.bfloat16), x.shape[0], x[0].numel(), every)
+
+
+def _sparse_ok(x: torch.Tensor, limit: float) -> bool:
+    return x.numel() > 0 and library() is not None and density(x, every=8) <= limit
+
+
+@torch.library.custom_op("spikingresformer::spike_conv", mutates_args=(), device_types="cpu")
+def spike_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, groups: int,
+               limit: float) -> torch.Tensor:
+    """conv2d(x, weight, stride, padding, groups) for x [N, Cin, H, W] and weight [Cout, Cin/G, k, k] of one
+    dtype, event-driven when at most `limit` of x is nonzero (dense otherwise); channels-last output."""
+    if not _sparse_ok(x, limit):
+        return torch.nn.functional.conv2d(x, weight, None, stride, padding, 1, groups).contiguous(
+            memory_format=torch.channels_last)
+    lib = library()
+    kdt = _kernel_dtype(x.dtype)
+    N, cin, H, W = x.shape
+    cout, cin_g, k, _ = weight.shape
+    Ho, Wo = _out_size(H, k, stride, padding), _out_size(W, k, stride, padding)
+    xk = x.to(kdt).contiguous(memory_format=torch.channels_last)
+    wr = weight.float().reshape(groups, cout // groups, cin_g, k, k).permute(0, 3, 4, 2, 1).contiguous()
+    y = torch.empty((N, cout, Ho, Wo), dtype=kdt, memory_format=torch.channels_last)
+    bf = int(kdt == torch.bfloat16)
+    geo = (H, W, Ho, Wo, k, stride, padding, groups, cin_g, cout // groups)
+    _parallel([(lambda lo=lo, hi=hi: _call(lib.sc_forward, xk.data_ptr(), bf, wr.data_ptr(), y.data_ptr(), bf,
+                                           lo, hi, *geo))
+               for lo, hi in _slices(N, N * H * W * cin, align=1)])
+    return y.to(x.dtype)
+
+
+@spike_conv.register_fake
+def _(x, weight, stride, padding, groups, limit):
+    N, _, H, W = x.shape
+    cout, _, k, _ = weight.shape
+    shape = (N, cout, _out_size(H, k, stride, padding), _out_size(W, k, stride, padding))
+    return x.new_empty(shape).contiguous(memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("spikingresformer::spike_conv_weight_grad", mutates_args=(), device_types="cpu")
+def spike_conv_weight_grad(x: torch.Tensor, grad_y: torch.Tensor, weight: torch.Tensor, stride: int,
+                           padding: int, groups: int, limit: float) -> torch.Tensor:
+    """Gradient of `spike_conv` for its weight (in the weight's dtype and layout), from the spikes x and
+    the output gradient; event-driven under the same density rule as the forward."""
+    if not _sparse_ok(x, limit):
+        return torch.ops.aten.convolution_backward(
+            grad_y, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], groups,
+            [False, True, False])[1]
+    lib = library()
+    kdt = _kernel_dtype(x.dtype)
+    N, cin, H, W = x.shape
+    cout, cin_g, k, _ = weight.shape
+    Ho, Wo = grad_y.shape[2:]
+    xk = x.to(kdt).contiguous(memory_format=torch.channels_last)
+    gk = grad_y.to(kdt).contiguous(memory_format=torch.channels_last)
+    slices = _slices(N, N * H * W * cin, align=1)
+    parts = torch.zeros((len(slices), groups, k, k, cin_g, cout // groups), dtype=torch.float32)
+    bf = int(kdt == torch.bfloat16)
+    geo = (H, W, Ho, Wo, k, stride, padding, groups, cin_g, cout // groups)
+    _parallel([(lambda lo=lo, hi=hi, i=i: _call(lib.sc_weight_grad, xk.data_ptr(), bf, gk.data_ptr(), bf,
+                                                parts[i].data_ptr(), lo, hi, *geo))
+               for i, (lo, hi) in enumerate(slices)])
+    gw = parts.sum(0) if len(slices) > 1 else parts[0]  # [G, k, k, Cin/G, Cout/G]
+    gw = gw.permute(0, 4, 3, 1, 2).reshape(cout, cin_g, k, k)
+    return torch.empty_like(weight).copy_(gw)
+
+
+@spike_conv_weight_grad.register_fake
+def _(x, grad_y, weight, stride, padding, groups, limit):
+    return torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, stride, padding, groups, limit = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.consts = (stride, padding, groups, limit)
+
+
+def _spike_conv_grad(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    stride, padding, groups, limit = ctx.consts
+    gx = gw = None
+    if ctx.needs_input_grad[0]:
+        gx = torch.ops.aten.convolution_backward(grad_y, x, weight, None, [stride] * 2, [padding] * 2, [1, 1],
+                                                 False, [0, 0], groups, [True, False, False])[0]
+    if ctx.needs_input_grad[1]:
+        gw = spike_conv_weight_grad(x, grad_y, weight, stride, padding, groups, limit)
+    return gx, gw, None, None, None, None
+
+
+spike_conv.register_autograd(_spike_conv_grad, setup_context=_setup_context)
+tag_compile_caches(__file__)
