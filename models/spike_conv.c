@@ -183,6 +183,9 @@ int sc_forward(const void *x, int x_bf16, const float *w, void *y, int y_bf16, i
                             v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
                             FOR_WINDOW(&q, &s, w, g, oh, ow, ob, {
                                 const v16 *r = (const v16 *)(wb + s.idx[j]);
+                                const float *nx = wb + s.idx[j + 1]; /* the next row: fetch it early */
+                                __builtin_prefetch(nx); __builtin_prefetch(nx + 16);
+                                __builtin_prefetch(nx + 32); __builtin_prefetch(nx + 48);
                                 float v = s.val[j];
                                 a0 += v * r[0]; a1 += v * r[1]; a2 += v * r[2]; a3 += v * r[3];
                             })
@@ -240,6 +243,9 @@ int sc_weight_grad(const void *x, int x_bf16, const void *gy, int gy_bf16, float
                                     memcpy(&g2, gr + 32, 64); memcpy(&g3, gr + 48, 64);
                                     for (int32_t j = j0; j < j1; j++) {
                                         v16 *r = (v16 *)(wb + s.idx[j]);
+                                        float *nx = wb + s.idx[j + 1]; /* the next row: fetch it early */
+                                        __builtin_prefetch(nx, 1); __builtin_prefetch(nx + 16, 1);
+                                        __builtin_prefetch(nx + 32, 1); __builtin_prefetch(nx + 48, 1);
                                         float v = s.val[j];
                                         r[0] += v * g0; r[1] += v * g1; r[2] += v * g2; r[3] += v * g3;
                                     }
