@@ -89,17 +89,19 @@ class SpikingResformer(nn.Module):
         self.init_weight()
         self.set_sparse_conv(sparse_conv)
 
-    def set_sparse_conv(self, on: bool, limits: dict[torch.dtype, float] | None = None) -> None:
-        """Event-driven CPU convolutions (models/spike_conv.py) for every convolution that reads spikes
-        (all but the stem's), used for a batch whose input has at most `limits[dtype]` nonzero
-        (default `spike_conv.DENSITY_LIMITS`); off: all dense."""
+    def set_sparse_conv(self, on: bool, limits: dict[torch.dtype, float] | None = None,
+                        min_group_out: int = spike_conv.MIN_GROUP_OUT) -> None:
+        """Event-driven CPU convolutions (models/spike_conv.py) for the convolutions that read spikes (all
+        but the stem's) with at least `min_group_out` output channels per group, used for a batch whose
+        input has at most `limits[dtype]` nonzero (default `spike_conv.DENSITY_LIMITS`); off: all dense."""
         if on and spike_conv.unavailable_reason():
             warnings.warn(f"sparse_conv: the event-driven kernels cannot be built here "
                           f"({spike_conv.unavailable_reason()}); all convolutions stay dense", stacklevel=2)
             on = False
         for name, m in self.named_modules():
             if isinstance(m, Conv2d):
-                sparse = on and not name.startswith("prologue")
+                wide = m.out_channels // m.groups >= min_group_out
+                sparse = on and wide and not name.startswith("prologue")
                 m.sparse_limits = dict(limits or spike_conv.DENSITY_LIMITS) if sparse else None
 
     def init_weight(self) -> None:
