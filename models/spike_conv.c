@@ -163,98 +163,120 @@ static void load(const void *src, int bf16, int64_t off, float *a, int64_t nb) {
     }
 }
 
-/* y = conv(x, w) for images n_lo..n_hi-1. Returns 0, or -1 if scratch memory could not be allocated. */
-int sc_forward(const void *x, int x_bf16, const float *w, void *y, int y_bf16, int64_t n_lo, int64_t n_hi,
-               int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t k, int64_t stride, int64_t pad,
-               int64_t groups, int64_t cin_g, int64_t cout_g) {
-    geom q = {H, W, Ho, Wo, k, stride, pad, groups, cin_g, cout_g};
+/* Lists each image's nonzero inputs (gather), then calls fn for that image. Returns 0, or -1 if scratch
+ * memory could not be allocated. */
+typedef void (*image_fn)(const geom *q, const scratch *s, int64_t n, void *ctx);
+
+static int each_image(const void *x, int x_bf16, geom q, int64_t n_lo, int64_t n_hi, image_fn fn, void *ctx) {
     scratch s;
     if (!scratch_alloc(&s, &q)) { scratch_free(&s); return -1; }
-    int64_t P = H * W, C = groups * cin_g, Cout = groups * cout_g, esz = x_bf16 ? 2 : 4;
-    float acc[64];
+    int64_t P = q.H * q.W, C = q.groups * q.cin_g, esz = x_bf16 ? 2 : 4;
     for (int64_t n = n_lo; n < n_hi; n++) {
-        gather((const char *)x + n * P * C * esz, x_bf16, P, groups, cin_g, cout_g, s.start, s.idx, s.val);
-        for (int64_t g = 0; g < groups; g++) {
-            for (int64_t ob = 0; ob < cout_g; ob += 64) {
-                int64_t nb = cout_g - ob < 64 ? cout_g - ob : 64;
-                for (int64_t oh = 0; oh < Ho; oh++) {
-                    for (int64_t ow = 0; ow < Wo; ow++) {
-                        if (nb == 64) {
-                            v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-                            FOR_WINDOW(&q, &s, w, g, oh, ow, ob, {
-                                const v16 *r = (const v16 *)(wb + s.idx[j]);
-                                const float *nx = wb + s.idx[j + 1]; /* the next row: fetch it early */
-                                __builtin_prefetch(nx); __builtin_prefetch(nx + 16);
-                                __builtin_prefetch(nx + 32); __builtin_prefetch(nx + 48);
-                                float v = s.val[j];
-                                a0 += v * r[0]; a1 += v * r[1]; a2 += v * r[2]; a3 += v * r[3];
-                            })
-                            memcpy(acc, &a0, 64); memcpy(acc + 16, &a1, 64);
-                            memcpy(acc + 32, &a2, 64); memcpy(acc + 48, &a3, 64);
-                        } else {
-                            for (int64_t o = 0; o < nb; o++) acc[o] = 0.0f;
-                            FOR_WINDOW(&q, &s, w, g, oh, ow, ob, {
-                                const float *r = wb + s.idx[j];
-                                float v = s.val[j];
-                                for (int64_t o = 0; o < nb; o++) acc[o] += v * r[o];
-                            })
-                        }
-                        store(y, y_bf16, (n * Ho * Wo + oh * Wo + ow) * Cout + g * cout_g + ob, acc, nb);
-                    }
-                }
-            }
-        }
+        gather((const char *)x + n * P * C * esz, x_bf16, P, q.groups, q.cin_g, q.cout_g, s.start, s.idx, s.val);
+        fn(&q, &s, n, ctx);
     }
     scratch_free(&s);
     return 0;
 }
 
-/* gw += dL/dw over images n_lo..n_hi-1 (gw: this slice's float32 accumulator). Returns 0 or -1. */
-int sc_weight_grad(const void *x, int x_bf16, const void *gy, int gy_bf16, float *gw, int64_t n_lo,
-                   int64_t n_hi, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t k, int64_t stride,
-                   int64_t pad, int64_t groups, int64_t cin_g, int64_t cout_g) {
+typedef struct {
+    const float *w;
+    void *y;
+    int y_bf16;
+} fwd_ctx;
+
+static void forward_image(const geom *q, const scratch *s, int64_t n, void *ctx) {
+    const fwd_ctx *c = (const fwd_ctx *)ctx;
+    const float *w = c->w;
+    int64_t Cout = q->groups * q->cout_g;
+    float acc[64];
+    for (int64_t g = 0; g < q->groups; g++) {
+        for (int64_t ob = 0; ob < q->cout_g; ob += 64) {
+            int64_t nb = q->cout_g - ob < 64 ? q->cout_g - ob : 64;
+            for (int64_t oh = 0; oh < q->Ho; oh++) {
+                for (int64_t ow = 0; ow < q->Wo; ow++) {
+                    if (nb == 64) {
+                        v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+                        FOR_WINDOW(q, s, w, g, oh, ow, ob, {
+                            const v16 *r = (const v16 *)(wb + s->idx[j]);
+                            const float *nx = wb + s->idx[j + 1]; /* the next row: fetch it early */
+                            __builtin_prefetch(nx); __builtin_prefetch(nx + 16);
+                            __builtin_prefetch(nx + 32); __builtin_prefetch(nx + 48);
+                            float v = s->val[j];
+                            a0 += v * r[0]; a1 += v * r[1]; a2 += v * r[2]; a3 += v * r[3];
+                        })
+                        memcpy(acc, &a0, 64); memcpy(acc + 16, &a1, 64);
+                        memcpy(acc + 32, &a2, 64); memcpy(acc + 48, &a3, 64);
+                    } else {
+                        for (int64_t o = 0; o < nb; o++) acc[o] = 0.0f;
+                        FOR_WINDOW(q, s, w, g, oh, ow, ob, {
+                            const float *r = wb + s->idx[j];
+                            float v = s->val[j];
+                            for (int64_t o = 0; o < nb; o++) acc[o] += v * r[o];
+                        })
+                    }
+                    store(c->y, c->y_bf16, (n * q->Ho * q->Wo + oh * q->Wo + ow) * Cout + g * q->cout_g + ob, acc,
+                          nb);
+                }
+            }
+        }
+    }
+}
+
+/* y = conv(x, w) for images n_lo..n_hi-1. Returns 0, or -1 if scratch memory could not be allocated. */
+int sc_forward(const void *x, int x_bf16, const float *w, void *y, int y_bf16, int64_t n_lo, int64_t n_hi,
+               int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t k, int64_t stride, int64_t pad,
+               int64_t groups, int64_t cin_g, int64_t cout_g) {
     geom q = {H, W, Ho, Wo, k, stride, pad, groups, cin_g, cout_g};
-    scratch s;
-    if (!scratch_alloc(&s, &q)) { scratch_free(&s); return -1; }
-    int64_t P = H * W, C = groups * cin_g, Cout = groups * cout_g, esz = x_bf16 ? 2 : 4;
+    fwd_ctx c = {w, y, y_bf16};
+    return each_image(x, x_bf16, q, n_lo, n_hi, forward_image, &c);
+}
+
+typedef struct {
+    const void *gy;
+    int gy_bf16;
+    float *gw;
+} wgrad_ctx;
+
+static void weight_grad_image(const geom *q, const scratch *s, int64_t n, void *ctx) {
+    const wgrad_ctx *c = (const wgrad_ctx *)ctx;
+    int64_t k = q->k, Cout = q->groups * q->cout_g;
     float gr[64];
-    for (int64_t n = n_lo; n < n_hi; n++) {
-        gather((const char *)x + n * P * C * esz, x_bf16, P, groups, cin_g, cout_g, s.start, s.idx, s.val);
-        for (int64_t g = 0; g < groups; g++) {
-            for (int64_t ob = 0; ob < cout_g; ob += 64) {
-                int64_t nb = cout_g - ob < 64 ? cout_g - ob : 64;
-                /* tap by tap, so that one tap's [cin_g, 64] accumulator block stays in L1 */
-                for (int64_t dh = 0; dh < k; dh++) {
-                    for (int64_t dw = 0; dw < k; dw++) {
-                        float *wb = gw + ((g * k + dh) * k + dw) * cin_g * cout_g + ob;
-                        for (int64_t oh = 0; oh < Ho; oh++) {
-                            int64_t ih = oh * stride + dh - pad;
-                            if (ih < 0 || ih >= H) continue;
-                            for (int64_t ow = 0; ow < Wo; ow++) {
-                                int64_t iw = ow * stride + dw - pad;
-                                if (iw < 0 || iw >= W) continue;
-                                int64_t p = (ih * W + iw) * groups + g;
-                                int32_t j0 = s.start[p], j1 = s.start[p + 1];
-                                if (j0 == j1) continue;
-                                load(gy, gy_bf16, (n * Ho * Wo + oh * Wo + ow) * Cout + g * cout_g + ob, gr, nb);
-                                if (nb == 64) {
-                                    v16 g0, g1, g2, g3;
-                                    memcpy(&g0, gr, 64); memcpy(&g1, gr + 16, 64);
-                                    memcpy(&g2, gr + 32, 64); memcpy(&g3, gr + 48, 64);
-                                    for (int32_t j = j0; j < j1; j++) {
-                                        v16 *r = (v16 *)(wb + s.idx[j]);
-                                        float *nx = wb + s.idx[j + 1]; /* the next row: fetch it early */
-                                        __builtin_prefetch(nx, 1); __builtin_prefetch(nx + 16, 1);
-                                        __builtin_prefetch(nx + 32, 1); __builtin_prefetch(nx + 48, 1);
-                                        float v = s.val[j];
-                                        r[0] += v * g0; r[1] += v * g1; r[2] += v * g2; r[3] += v * g3;
-                                    }
-                                } else {
-                                    for (int32_t j = j0; j < j1; j++) {
-                                        float *r = wb + s.idx[j];
-                                        float v = s.val[j];
-                                        for (int64_t o = 0; o < nb; o++) r[o] += v * gr[o];
-                                    }
+    for (int64_t g = 0; g < q->groups; g++) {
+        for (int64_t ob = 0; ob < q->cout_g; ob += 64) {
+            int64_t nb = q->cout_g - ob < 64 ? q->cout_g - ob : 64;
+            /* tap by tap, so that one tap's [cin_g, 64] accumulator block stays in L1 */
+            for (int64_t dh = 0; dh < k; dh++) {
+                for (int64_t dw = 0; dw < k; dw++) {
+                    float *wb = c->gw + ((g * k + dh) * k + dw) * q->cin_g * q->cout_g + ob;
+                    for (int64_t oh = 0; oh < q->Ho; oh++) {
+                        int64_t ih = oh * q->stride + dh - q->pad;
+                        if (ih < 0 || ih >= q->H) continue;
+                        for (int64_t ow = 0; ow < q->Wo; ow++) {
+                            int64_t iw = ow * q->stride + dw - q->pad;
+                            if (iw < 0 || iw >= q->W) continue;
+                            int64_t p = (ih * q->W + iw) * q->groups + g;
+                            int32_t j0 = s->start[p], j1 = s->start[p + 1];
+                            if (j0 == j1) continue;
+                            load(c->gy, c->gy_bf16, (n * q->Ho * q->Wo + oh * q->Wo + ow) * Cout + g * q->cout_g + ob,
+                                 gr, nb);
+                            if (nb == 64) {
+                                v16 g0, g1, g2, g3;
+                                memcpy(&g0, gr, 64); memcpy(&g1, gr + 16, 64);
+                                memcpy(&g2, gr + 32, 64); memcpy(&g3, gr + 48, 64);
+                                for (int32_t j = j0; j < j1; j++) {
+                                    v16 *r = (v16 *)(wb + s->idx[j]);
+                                    float *nx = wb + s->idx[j + 1]; /* the next row: fetch it early */
+                                    __builtin_prefetch(nx, 1); __builtin_prefetch(nx + 16, 1);
+                                    __builtin_prefetch(nx + 32, 1); __builtin_prefetch(nx + 48, 1);
+                                    float v = s->val[j];
+                                    r[0] += v * g0; r[1] += v * g1; r[2] += v * g2; r[3] += v * g3;
+                                }
+                            } else {
+                                for (int32_t j = j0; j < j1; j++) {
+                                    float *r = wb + s->idx[j];
+                                    float v = s->val[j];
+                                    for (int64_t o = 0; o < nb; o++) r[o] += v * gr[o];
                                 }
                             }
                         }
@@ -263,6 +285,13 @@ int sc_weight_grad(const void *x, int x_bf16, const void *gy, int gy_bf16, float
             }
         }
     }
-    scratch_free(&s);
-    return 0;
+}
+
+/* gw += dL/dw over images n_lo..n_hi-1 (gw: this slice's float32 accumulator). Returns 0 or -1. */
+int sc_weight_grad(const void *x, int x_bf16, const void *gy, int gy_bf16, float *gw, int64_t n_lo,
+                   int64_t n_hi, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t k, int64_t stride,
+                   int64_t pad, int64_t groups, int64_t cin_g, int64_t cout_g) {
+    geom q = {H, W, Ho, Wo, k, stride, pad, groups, cin_g, cout_g};
+    wgrad_ctx c = {gy, gy_bf16, gw};
+    return each_image(x, x_bf16, q, n_lo, n_hi, weight_grad_image, &c);
 }
