@@ -117,16 +117,30 @@ typedef struct {
     float *val;
 } scratch;
 
-static int scratch_alloc(scratch *s, const geom *g) {
-    int64_t P = g->H * g->W, C = g->groups * g->cin_g;
-    s->start = malloc(sizeof(int32_t) * (P * g->groups + 1));
-    s->idx = malloc(sizeof(int32_t) * (P * C + 1));
-    s->val = malloc(sizeof(float) * (P * C + 1));
-    return s->start && s->idx && s->val;
-}
+/* Per-thread scratch, kept between calls and grown when a larger layer comes: a fresh allocation per
+ * call would page-fault its memory in again every time (glibc maps large blocks anew). */
+static __thread scratch tls_scratch;
+static __thread int64_t tls_starts, tls_entries;
 
-static void scratch_free(scratch *s) {
-    free(s->start); free(s->idx); free(s->val);
+static int scratch_get(scratch *s, const geom *g) {
+    int64_t P = g->H * g->W, starts = P * g->groups + 2, entries = P * g->groups * g->cin_g + 2;
+    scratch *t = &tls_scratch;
+    if (starts > tls_starts) {
+        int32_t *p = realloc(t->start, sizeof(int32_t) * starts);
+        if (!p) return 0;
+        t->start = p;
+        tls_starts = starts;
+    }
+    if (entries > tls_entries) {
+        int32_t *i = realloc(t->idx, sizeof(int32_t) * entries);
+        if (i) t->idx = i;
+        float *v = i ? realloc(t->val, sizeof(float) * entries) : NULL;
+        if (v) t->val = v;
+        if (!i || !v) return 0;
+        tls_entries = entries;
+    }
+    *s = *t;
+    return 1;
 }
 
 /* Runs BODY for every nonzero input under output pixel (oh, ow)'s window in group g, with `wb` the row
@@ -169,13 +183,12 @@ typedef void (*image_fn)(const geom *q, const scratch *s, int64_t n, void *ctx);
 
 static int each_image(const void *x, int x_bf16, geom q, int64_t n_lo, int64_t n_hi, image_fn fn, void *ctx) {
     scratch s;
-    if (!scratch_alloc(&s, &q)) { scratch_free(&s); return -1; }
+    if (!scratch_get(&s, &q)) return -1;
     int64_t P = q.H * q.W, C = q.groups * q.cin_g, esz = x_bf16 ? 2 : 4;
     for (int64_t n = n_lo; n < n_hi; n++) {
         gather((const char *)x + n * P * C * esz, x_bf16, P, q.groups, q.cin_g, q.cout_g, s.start, s.idx, s.val);
         fn(&q, &s, n, ctx);
     }
-    scratch_free(&s);
     return 0;
 }
 
