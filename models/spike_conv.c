@@ -16,7 +16,6 @@
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 
-
 static inline float bf16_to_f32(uint16_t b) {
     uint32_t u = (uint32_t)b << 16;
     float f;

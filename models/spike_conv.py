@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from models.lif_cpu import _parallel, _slices, tag_compile_caches
+from models.lif_cpu import _kernel_dtype, _parallel, _slices, tag_compile_caches
 
 # Above these fractions of nonzero inputs the dense convolution is used: where the event-driven kernel
 # stops winning on this project's CPU (AVX-512, oneDNN) for SpikingResformer's shapes; bfloat16 dense
@@ -116,10 +116,6 @@ def _call(fn, *args) -> None:
         raise MemoryError("spike_conv: the kernel could not allocate its scratch memory")
 
 
-def _kernel_dtype(dtype: torch.dtype) -> torch.dtype:
-    return dtype if dtype in (torch.float32, torch.bfloat16) else torch.float32
-
-
 def _out_size(size: int, k: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - k) // stride + 1
 
@@ -138,6 +134,22 @@ def _sparse_ok(x: torch.Tensor, limit: float) -> bool:
     return x.numel() > 0 and library() is not None and density(x, every=8) <= limit
 
 
+def _dense_grads(grad_y, x, weight, stride: int, padding: int, groups: int, mask: list[bool]):
+    """oneDNN's (input, weight) gradients of the dense convolution, those asked for in `mask`."""
+    return torch.ops.aten.convolution_backward(grad_y, x, weight, None, [stride] * 2, [padding] * 2, [1, 1],
+                                               False, [0, 0], groups, [*mask, False])[:2]
+
+
+def _kernel_inputs(x: torch.Tensor, weight: torch.Tensor, Ho: int, Wo: int, stride: int, padding: int,
+                   groups: int):
+    """(kernel dtype, x in it as channels-last, bf16 flag, the geometry arguments of both kernels)."""
+    kdt = _kernel_dtype(x.dtype)
+    _, _, H, W = x.shape
+    cout, cin_g, k, _ = weight.shape
+    geo = (H, W, Ho, Wo, k, stride, padding, groups, cin_g, cout // groups)
+    return kdt, x.to(kdt).contiguous(memory_format=torch.channels_last), int(kdt == torch.bfloat16), geo
+
+
 @torch.library.custom_op("spikingresformer::spike_conv", mutates_args=(), device_types="cpu")
 def spike_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, groups: int,
                limit: float) -> torch.Tensor:
@@ -147,15 +159,12 @@ def spike_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
         return torch.nn.functional.conv2d(x, weight, None, stride, padding, 1, groups).contiguous(
             memory_format=torch.channels_last)
     lib = library()
-    kdt = _kernel_dtype(x.dtype)
     N, cin, H, W = x.shape
     cout, cin_g, k, _ = weight.shape
     Ho, Wo = _out_size(H, k, stride, padding), _out_size(W, k, stride, padding)
-    xk = x.to(kdt).contiguous(memory_format=torch.channels_last)
+    kdt, xk, bf, geo = _kernel_inputs(x, weight, Ho, Wo, stride, padding, groups)
     wr = weight.float().reshape(groups, cout // groups, cin_g, k, k).permute(0, 3, 4, 2, 1).contiguous()
     y = torch.empty((N, cout, Ho, Wo), dtype=kdt, memory_format=torch.channels_last)
-    bf = int(kdt == torch.bfloat16)
-    geo = (H, W, Ho, Wo, k, stride, padding, groups, cin_g, cout // groups)
     _parallel([(lambda lo=lo, hi=hi: _call(lib.sc_forward, xk.data_ptr(), bf, wr.data_ptr(), y.data_ptr(), bf,
                                            lo, hi, *geo))
                for lo, hi in _slices(N, N * H * W * cin, align=1)])
@@ -176,20 +185,14 @@ def spike_conv_weight_grad(x: torch.Tensor, grad_y: torch.Tensor, weight: torch.
     """Gradient of `spike_conv` for its weight (in the weight's dtype and layout), from the spikes x and
     the output gradient; event-driven under the same density rule as the forward."""
     if not _sparse_ok(x, limit):
-        return torch.ops.aten.convolution_backward(
-            grad_y, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], groups,
-            [False, True, False])[1]
+        return _dense_grads(grad_y, x, weight, stride, padding, groups, [False, True])[1]
     lib = library()
-    kdt = _kernel_dtype(x.dtype)
     N, cin, H, W = x.shape
     cout, cin_g, k, _ = weight.shape
-    Ho, Wo = grad_y.shape[2:]
-    xk = x.to(kdt).contiguous(memory_format=torch.channels_last)
+    kdt, xk, bf, geo = _kernel_inputs(x, weight, *grad_y.shape[2:], stride, padding, groups)
     gk = grad_y.to(kdt).contiguous(memory_format=torch.channels_last)
     slices = _slices(N, N * H * W * cin, align=1)
     parts = torch.zeros((len(slices), groups, k, k, cin_g, cout // groups), dtype=torch.float32)
-    bf = int(kdt == torch.bfloat16)
-    geo = (H, W, Ho, Wo, k, stride, padding, groups, cin_g, cout // groups)
     _parallel([(lambda lo=lo, hi=hi, i=i: _call(lib.sc_weight_grad, xk.data_ptr(), bf, gk.data_ptr(), bf,
                                                 parts[i].data_ptr(), lo, hi, *geo))
                for i, (lo, hi) in enumerate(slices)])
@@ -214,8 +217,7 @@ def _spike_conv_grad(ctx, grad_y):
     stride, padding, groups, limit = ctx.consts
     gx = gw = None
     if ctx.needs_input_grad[0]:
-        gx = torch.ops.aten.convolution_backward(grad_y, x, weight, None, [stride] * 2, [padding] * 2, [1, 1],
-                                                 False, [0, 0], groups, [True, False, False])[0]
+        gx = _dense_grads(grad_y, x, weight, stride, padding, groups, [True, False])[0]
     if ctx.needs_input_grad[1]:
         gw = spike_conv_weight_grad(x, grad_y, weight, stride, padding, groups, limit)
     return gx, gw, None, None, None, None

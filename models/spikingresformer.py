@@ -94,9 +94,10 @@ class SpikingResformer(nn.Module):
         """Event-driven CPU convolutions (models/spike_conv.py) for the convolutions that read spikes (all
         but the stem's) with at least `min_group_out` output channels per group, used for a batch whose
         input has at most `limits[dtype]` nonzero (default `spike_conv.DENSITY_LIMITS`); off: all dense."""
-        if on and spike_conv.unavailable_reason():
-            warnings.warn(f"sparse_conv: the event-driven kernels cannot be built here "
-                          f"({spike_conv.unavailable_reason()}); all convolutions stay dense", stacklevel=2)
+        why = spike_conv.unavailable_reason() if on else None
+        if why:
+            warnings.warn(f"sparse_conv: the event-driven kernels cannot be built here ({why}); all "
+                          "convolutions stay dense", stacklevel=2)
             on = False
         for name, m in self.named_modules():
             if isinstance(m, Conv2d):
@@ -159,8 +160,7 @@ class SpikingResformer(nn.Module):
 
 def create(name: str, *, T: int = 4, num_classes: int | None = None, img_size: int | None = None,
            in_channels: int | None = None, frozen_ema: bool = False, sparse_conv: bool = False,
-           pretrained: bool = False,
-           **kwargs) -> SpikingResformer:
+           pretrained: bool = False, **kwargs) -> SpikingResformer:
     """Build a registered variant by name (what the timm factories call)."""
     if pretrained:
         raise ValueError(f"{name}: no download URLs; build with pretrained=False and call "

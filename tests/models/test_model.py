@@ -274,11 +274,12 @@ def test_torch_compile_train_step_matches_eager():
 
 
 def test_compile_cache_key_carries_the_kernel_version():
-    """A graph cached with an older LIF kernel must not be reused (it would call the old op signature)."""
+    """A graph cached with an older LIF or convolution kernel must not be reused (it would call the old op
+    signature)."""
     from models import lif_cpu
 
     tag = torch.compiler.config.cache_key_tag
-    assert "spikingresformer.lif_cpu:" in tag
+    assert "spikingresformer.lif_cpu:" in tag and "spikingresformer.spike_conv:" in tag
     lif_cpu.tag_compile_caches(lif_cpu.__file__)  # idempotent
     assert torch.compiler.config.cache_key_tag == tag
 
