@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install -q -c $(CONSTRAINTS) torch torchvision
 	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[ffcv,dali,dev]'
 	$(BIN)/python -c "import torch, torchvision, spikingjelly, timm, accelerate, tonic, ffcv, nvidia.dali, safetensors; print('setup ok: torch', torch.__version__)"
-	$(BIN)/python -c "from models import spike_conv as s; s.library() or exit('event-driven conv kernels: ' + str(s.unavailable_reason()))"
+	$(BIN)/python -c "from models import lif_cpu as l, spike_conv as s; [m.library() or exit(m.__name__ + ': ' + str(m.unavailable_reason())) for m in (l, s)]"
 	@touch $(STAMP)
 
 lint: setup

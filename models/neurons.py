@@ -3,17 +3,21 @@
 Both take a time-major tensor [T, B, ...] in any memory layout and return spikes of the same shape,
 dtype and layout. Inside, the tensor is viewed as [T, N] in its *physical* order (channels-last stays
 channels-last, no copy), and the membrane state is kept in float32 even under autocast. On CPU the LIF runs
-the fused kernel of models/lif_cpu.py (bit-identical to spikingjelly's CPU op, one memory pass each way);
+the fused C kernel of models/lif_cpu.py (bit-identical to spikingjelly's CPU op, one memory pass each way;
+spikingjelly's op itself where no C compiler is available);
 elsewhere, and for PLIF, spikingjelly's registered multi-step kernels (Triton on CUDA), never its Python
 reference loop.
 The neuron state is reset by `spikingjelly.activation_based.functional.reset_net(model)`.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from spikingjelly.activation_based import functional as sjf
 from spikingjelly.activation_based import neuron, surrogate
 
+from models import lif_cpu
 from models.lif_cpu import lif_forward
 
 # The paper's settings: tau 2, decay_input, threshold 1, hard reset to 0, detached reset, ATan(alpha=2).
@@ -43,8 +47,25 @@ def _restore(spikes: torch.Tensor, x: torch.Tensor, perm: tuple[int, ...] | None
 
 
 def _use_cpu_kernel(x: torch.Tensor) -> bool:
-    """CPU float tensors take the fused numba kernel (an opaque custom op, under torch.compile too)."""
+    """CPU float tensors take the fused C kernel (an opaque custom op, under torch.compile too)."""
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+
+_warned = False
+
+
+def _cpu_kernels_built() -> bool:
+    """Whether models/lif_cpu.c is built (it is on first call); if it cannot be, warn once: the neurons then
+    run spikingjelly's CPU op (same results, several times the memory traffic)."""
+    global _warned
+    if lif_cpu.library() is not None:
+        return True
+    if not _warned:
+        _warned = True
+        warnings.warn(f"LIF: the fused CPU kernels cannot be built ({lif_cpu.unavailable_reason()}); using "
+                      "spikingjelly's CPU op instead (same results, slower). Install gcc to get them.",
+                      stacklevel=3)
+    return False
 
 
 def _state_dtype(x: torch.Tensor) -> torch.dtype:
@@ -80,9 +101,11 @@ class LIF(_FlatNeuron, neuron.LIFNode):
 
     def __init__(self):
         super().__init__(tau=2.0, surrogate_function=surrogate.ATan(alpha=2.0), **_COMMON)
+        self._cpu_kernel = _cpu_kernels_built()  # decided here: a plain attribute read under torch.compile
 
     def _kernel(self, x: torch.Tensor, v: torch.Tensor | None):
-        if _use_cpu_kernel(x) and self.detach_reset and self.v_reset == 0.0 and self.decay_input:
+        paper_lif = self.detach_reset and self.v_reset == 0.0 and self.decay_input
+        if self._cpu_kernel and _use_cpu_kernel(x) and paper_lif:
             return lif_forward(x, v, self.tau, self.v_threshold, self.surrogate_function.alpha)
         s, v, _ = sjf.lif_multi_step(x, self._initial_v(x, v), self.tau, self.decay_input, self.v_threshold,
                                      self.v_reset, self.surrogate_function, self.detach_reset, False)

@@ -5,11 +5,15 @@
  * inputs are first listed per (pixel, group) (CSR); then every output pixel sums `value * weight row`
  * over the nonzero inputs under its window, in blocks of 64 output channels held in vector registers.
  * Built by models/spike_conv.py with the host compiler (-O3 -march=native); plain C with GCC vector
- * extensions, no dependencies. Called through ctypes (the GIL is released), one image slice per thread.
+ * extensions and OpenMP, no other dependencies. Called through ctypes (the GIL is released); the images
+ * are shared out over the threads of torch's OpenMP team.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #if defined(__AVX512BW__)
 #include <immintrin.h>
 #endif
@@ -176,19 +180,34 @@ static void load(const void *src, int bf16, int64_t off, float *a, int64_t nb) {
     }
 }
 
-/* Lists each image's nonzero inputs (gather), then calls fn for that image. Returns 0, or -1 if scratch
- * memory could not be allocated. */
-typedef void (*image_fn)(const geom *q, const scratch *s, int64_t n, void *ctx);
+/* Lists each image's nonzero inputs (gather), then calls fn for that image, for the n images on
+ * `threads` threads of the caller's OpenMP team (torch's own, so the kernels never compete with spinning
+ * torch workers for the cores); fn gets the thread's number for per-thread outputs. Returns 0, or -1 if
+ * scratch memory could not be allocated. */
+typedef void (*image_fn)(const geom *q, const scratch *s, int64_t n, int thread, void *ctx);
 
-static int each_image(const void *x, int x_bf16, geom q, int64_t n_lo, int64_t n_hi, image_fn fn, void *ctx) {
-    scratch s;
-    if (!scratch_get(&s, &q)) return -1;
+static int each_image(const void *x, int x_bf16, geom q, int64_t n, int threads, image_fn fn, void *ctx) {
+    int failed = 0;
     int64_t P = q.H * q.W, C = q.groups * q.cin_g, esz = x_bf16 ? 2 : 4;
-    for (int64_t n = n_lo; n < n_hi; n++) {
-        gather((const char *)x + n * P * C * esz, x_bf16, P, q.groups, q.cin_g, q.cout_g, s.start, s.idx, s.val);
-        fn(&q, &s, n, ctx);
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        scratch s;
+        int thread = 0;
+#ifdef _OPENMP
+        thread = omp_get_thread_num();
+#endif
+        if (!scratch_get(&s, &q)) {
+            failed = 1;
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < n; i++) {
+                gather((const char *)x + i * P * C * esz, x_bf16, P, q.groups, q.cin_g, q.cout_g, s.start, s.idx,
+                       s.val);
+                fn(&q, &s, i, thread, ctx);
+            }
+        }
     }
-    return 0;
+    return failed ? -1 : 0;
 }
 
 typedef struct {
@@ -197,7 +216,8 @@ typedef struct {
     int y_bf16;
 } fwd_ctx;
 
-static void forward_image(const geom *q, const scratch *s, int64_t n, void *ctx) {
+static void forward_image(const geom *q, const scratch *s, int64_t n, int thread, void *ctx) {
+    (void)thread;
     const fwd_ctx *c = (const fwd_ctx *)ctx;
     const float *w = c->w;
     int64_t Cout = q->groups * q->cout_g;
@@ -235,22 +255,23 @@ static void forward_image(const geom *q, const scratch *s, int64_t n, void *ctx)
     }
 }
 
-/* y = conv(x, w) for images n_lo..n_hi-1. Returns 0, or -1 if scratch memory could not be allocated. */
-int sc_forward(const void *x, int x_bf16, const float *w, void *y, int y_bf16, int64_t n_lo, int64_t n_hi,
+/* y = conv(x, w) for the n images, on `threads` threads. Returns 0, or -1 if scratch memory could not be
+ * allocated. */
+int sc_forward(const void *x, int x_bf16, const float *w, void *y, int y_bf16, int64_t n, int64_t threads,
                int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t k, int64_t stride, int64_t pad,
                int64_t groups, int64_t cin_g, int64_t cout_g) {
     geom q = {H, W, Ho, Wo, k, stride, pad, groups, cin_g, cout_g};
     fwd_ctx c = {w, y, y_bf16};
-    return each_image(x, x_bf16, q, n_lo, n_hi, forward_image, &c);
+    return each_image(x, x_bf16, q, n, (int)threads, forward_image, &c);
 }
 
 typedef struct {
     const void *gy;
     int gy_bf16;
-    float *gw;
+    float *gw; /* one accumulator per thread */
 } wgrad_ctx;
 
-static void weight_grad_image(const geom *q, const scratch *s, int64_t n, void *ctx) {
+static void weight_grad_image(const geom *q, const scratch *s, int64_t n, int thread, void *ctx) {
     const wgrad_ctx *c = (const wgrad_ctx *)ctx;
     int64_t k = q->k, Cout = q->groups * q->cout_g;
     float gr[64];
@@ -260,7 +281,8 @@ static void weight_grad_image(const geom *q, const scratch *s, int64_t n, void *
             /* tap by tap, so that one tap's [cin_g, 64] accumulator block stays in L1 */
             for (int64_t dh = 0; dh < k; dh++) {
                 for (int64_t dw = 0; dw < k; dw++) {
-                    float *wb = c->gw + ((g * k + dh) * k + dw) * q->cin_g * q->cout_g + ob;
+                    float *wb = c->gw + thread * q->groups * k * k * q->cin_g * q->cout_g +
+                                ((g * k + dh) * k + dw) * q->cin_g * q->cout_g + ob;
                     for (int64_t oh = 0; oh < q->Ho; oh++) {
                         int64_t ih = oh * q->stride + dh - q->pad;
                         if (ih < 0 || ih >= q->H) continue;
@@ -299,11 +321,12 @@ static void weight_grad_image(const geom *q, const scratch *s, int64_t n, void *
     }
 }
 
-/* gw += dL/dw over images n_lo..n_hi-1 (gw: this slice's float32 accumulator). Returns 0 or -1. */
-int sc_weight_grad(const void *x, int x_bf16, const void *gy, int gy_bf16, float *gw, int64_t n_lo,
-                   int64_t n_hi, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t k, int64_t stride,
+/* gw[thread] += dL/dw over the n images, on `threads` threads (gw: one float32 accumulator per thread,
+ * zeroed by the caller, summed by it). Returns 0 or -1. */
+int sc_weight_grad(const void *x, int x_bf16, const void *gy, int gy_bf16, float *gw, int64_t n,
+                   int64_t threads, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t k, int64_t stride,
                    int64_t pad, int64_t groups, int64_t cin_g, int64_t cout_g) {
     geom q = {H, W, Ho, Wo, k, stride, pad, groups, cin_g, cout_g};
     wgrad_ctx c = {gy, gy_bf16, gw};
-    return each_image(x, x_bf16, q, n_lo, n_hi, weight_grad_image, &c);
+    return each_image(x, x_bf16, q, n, (int)threads, weight_grad_image, &c);
 }

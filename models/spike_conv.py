@@ -12,108 +12,62 @@ Exposed as the custom ops `spikingresformer::spike_conv` (with autograd) and `sp
 opaque to torch.compile. float32 and bfloat16 (bf16 read as its 16-bit patterns, float32 accumulation,
 outputs rounded as torch rounds); the results equal the dense convolution's up to summation order.
 
-The kernels (models/spike_conv.c, plain C) are compiled on first use with the host C compiler
-(`-O3 -march=native`) into a cache keyed by the source, compiler and CPU (`$SPIKINGRESFORMER_CACHE`, else
-`~/.cache/spikingresformer`). CPU only; the model uses them for CPU tensors when `sparse_conv` is on.
+The kernels (models/spike_conv.c, plain C with OpenMP: they run in torch's own thread team) are compiled on
+first use with the host C compiler (models/cbuild.py: `-O3 -march=native`, cached by source, compiler and
+CPU in `$SPIKINGRESFORMER_CACHE`, else `~/.cache/spikingresformer`). CPU only; the model uses them for CPU
+tensors when `sparse_conv` is on.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import threading
 from pathlib import Path
 
 import torch
 
-from models.lif_cpu import _kernel_dtype, _parallel, _slices, tag_compile_caches
+from models.cbuild import Kernels
+from models.lif_cpu import _kernel_dtype, tag_compile_caches
 
 # Above these fractions of nonzero inputs the dense convolution is used: where the event-driven kernel
 # stops winning on this project's CPU (AVX-512, oneDNN) for SpikingResformer's shapes; bfloat16 dense
 # convolutions run about twice as fast as float32 ones, so their break-even comes earlier.
-DENSITY_LIMITS = {torch.float32: 0.15, torch.bfloat16: 0.05}
+DENSITY_LIMITS = {torch.float32: 0.15, torch.bfloat16: 0.10}
 # Fewer output channels per group than this and the per-entry overhead outweighs the skipped work (the
 # kernels' fast path holds 64 output channels in registers): the model keeps those convolutions dense
 # (measured: spikingresformer_demo, groups of 16, trained 30 % slower with all of them event-driven).
 MIN_GROUP_OUT = 64
-_SOURCE = Path(__file__).with_name("spike_conv.c")
-_FLAGS = ["-O3", "-march=native", "-std=gnu11", "-fPIC", "-shared"]
-_lib: ctypes.CDLL | None = None
-_lib_error: str | None = None
-_lib_lock = threading.Lock()
 
 
-def _cpu_id() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("SPIKINGRESFORMER_CACHE")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spikingresformer"
-
-
-def _build() -> ctypes.CDLL:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise RuntimeError("no C compiler found (install gcc, or set CC)")
-    key = hashlib.sha256(b"\0".join([_SOURCE.read_bytes(), cc.encode(), " ".join(_FLAGS).encode(),
-                                      platform.machine().encode(), _cpu_id().encode()])).hexdigest()[:16]
-    out = _cache_dir() / f"spike_conv-{key}.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-        os.close(fd)
-        try:
-            r = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp], capture_output=True, text=True)
-            if r.returncode:
-                raise RuntimeError(f"{cc} failed on {_SOURCE}: {r.stderr.strip()[-2000:]}")
-            os.replace(tmp, out)  # atomic: concurrent builders (DDP ranks) each land a whole file
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    lib = ctypes.CDLL(str(out))
+def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     lib.sc_forward.argtypes = [ptr, i32, ptr, ptr, i32] + [i64] * 12
     lib.sc_weight_grad.argtypes = [ptr, i32, ptr, i32, ptr] + [i64] * 12
     lib.sc_forward.restype = lib.sc_weight_grad.restype = i32
     lib.sc_density.argtypes = [ptr, i32, i64, i64, i64]
     lib.sc_density.restype = ctypes.c_double
-    return lib
+
+
+_kernels = Kernels(Path(__file__).with_name("spike_conv.c"), [], _declare)
 
 
 def library() -> ctypes.CDLL | None:
     """The compiled kernels, built on first call; None if they cannot be built (see `unavailable_reason`)."""
-    global _lib, _lib_error
-    with _lib_lock:
-        if _lib is None and _lib_error is None:
-            try:
-                _lib = _build()
-            except (OSError, RuntimeError) as e:
-                _lib_error = str(e)
-        return _lib
+    return _kernels.library()
 
 
 def unavailable_reason() -> str | None:
     """Why the event-driven kernels cannot be used here (None when they can)."""
-    library()
-    return _lib_error
+    return _kernels.unavailable_reason()
 
 
 def _call(fn, *args) -> None:
     if fn(*args) != 0:
         raise MemoryError("spike_conv: the kernel could not allocate its scratch memory")
+
+
+def _threads(images: int) -> int:
+    """Threads for a kernel call: torch's intra-op thread count (the kernels run in its OpenMP team), at most
+    one per image."""
+    return max(1, min(torch.get_num_threads(), images))
 
 
 def _out_size(size: int, k: int, stride: int, pad: int) -> int:
@@ -159,15 +113,13 @@ def spike_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
         return torch.nn.functional.conv2d(x, weight, None, stride, padding, 1, groups).contiguous(
             memory_format=torch.channels_last)
     lib = library()
-    N, cin, H, W = x.shape
+    N, _, H, W = x.shape
     cout, cin_g, k, _ = weight.shape
     Ho, Wo = _out_size(H, k, stride, padding), _out_size(W, k, stride, padding)
     kdt, xk, bf, geo = _kernel_inputs(x, weight, Ho, Wo, stride, padding, groups)
     wr = weight.float().reshape(groups, cout // groups, cin_g, k, k).permute(0, 3, 4, 2, 1).contiguous()
     y = torch.empty((N, cout, Ho, Wo), dtype=kdt, memory_format=torch.channels_last)
-    _parallel([(lambda lo=lo, hi=hi: _call(lib.sc_forward, xk.data_ptr(), bf, wr.data_ptr(), y.data_ptr(), bf,
-                                           lo, hi, *geo))
-               for lo, hi in _slices(N, N * H * W * cin, align=1)])
+    _call(lib.sc_forward, xk.data_ptr(), bf, wr.data_ptr(), y.data_ptr(), bf, N, _threads(N), *geo)
     return y.to(x.dtype)
 
 
@@ -187,16 +139,14 @@ def spike_conv_weight_grad(x: torch.Tensor, grad_y: torch.Tensor, weight: torch.
     if not _sparse_ok(x, limit):
         return _dense_grads(grad_y, x, weight, stride, padding, groups, [False, True])[1]
     lib = library()
-    N, cin, H, W = x.shape
+    N = x.shape[0]
     cout, cin_g, k, _ = weight.shape
     kdt, xk, bf, geo = _kernel_inputs(x, weight, *grad_y.shape[2:], stride, padding, groups)
     gk = grad_y.to(kdt).contiguous(memory_format=torch.channels_last)
-    slices = _slices(N, N * H * W * cin, align=1)
-    parts = torch.zeros((len(slices), groups, k, k, cin_g, cout // groups), dtype=torch.float32)
-    _parallel([(lambda lo=lo, hi=hi, i=i: _call(lib.sc_weight_grad, xk.data_ptr(), bf, gk.data_ptr(), bf,
-                                                parts[i].data_ptr(), lo, hi, *geo))
-               for i, (lo, hi) in enumerate(slices)])
-    gw = parts.sum(0) if len(slices) > 1 else parts[0]  # [G, k, k, Cin/G, Cout/G]
+    threads = _threads(N)
+    parts = torch.zeros((threads, groups, k, k, cin_g, cout // groups), dtype=torch.float32)
+    _call(lib.sc_weight_grad, xk.data_ptr(), bf, gk.data_ptr(), bf, parts.data_ptr(), N, threads, *geo)
+    gw = parts.sum(0) if threads > 1 else parts[0]  # [G, k, k, Cin/G, Cout/G]
     gw = gw.permute(0, 4, 3, 1, 2).reshape(cout, cin_g, k, k)
     return torch.empty_like(weight).copy_(gw)
 

@@ -228,6 +228,25 @@ def test_channels_last_parameters_are_strided_like_their_gradients():
         assert p.grad.stride() == p.stride(), n
 
 
+def test_lif_without_a_compiler_warns_once_and_runs_spikingjelly(monkeypatch, tmp_path):
+    from models import lif_cpu, neurons
+    from models.cbuild import Kernels
+
+    x = torch.randn(4, 3, 8) * 1.5
+    with_kernel = neurons.LIF()
+    assert with_kernel._cpu_kernel
+    expected = with_kernel(x)
+    monkeypatch.setattr(lif_cpu, "_kernels", Kernels(lif_cpu._kernels.source, lif_cpu._FLAGS, lif_cpu._declare))
+    monkeypatch.setattr(neurons, "_warned", False)
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.warns(UserWarning, match="LIF: the fused CPU kernels cannot be built .*no-such-cc"):
+        fallback = neurons.LIF()
+    assert not fallback._cpu_kernel
+    assert torch.equal(fallback(x), expected)
+    with pytest.raises(RuntimeError, match="lif_cpu: the C kernels cannot be built here"):
+        lif_cpu.lif_forward(x.reshape(4, -1), None, 2.0, 1.0, 2.0)
+
+
 def test_cpu_lif_kernel_empty_input():
     from models.lif_cpu import lif_forward
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import models
 from models import spike_conv
+from models.cbuild import Kernels
 from models.spike_conv import spike_conv as sconv
 from models.spike_conv import spike_conv_weight_grad
 
@@ -133,9 +134,13 @@ def test_model_config_switch_reaches_the_convolutions():
     assert on >= 4 and len(convs) - on >= 4
 
 
+def _fresh_kernels(monkeypatch):
+    """spike_conv as if nothing had been built in this process yet."""
+    monkeypatch.setattr(spike_conv, "_kernels", Kernels(spike_conv._kernels.source, [], spike_conv._declare))
+
+
 def test_no_compiler_warns_once_and_stays_dense(monkeypatch, tmp_path):
-    monkeypatch.setattr(spike_conv, "_lib", None)
-    monkeypatch.setattr(spike_conv, "_lib_error", None)
+    _fresh_kernels(monkeypatch)
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("SPIKINGRESFORMER_CACHE", str(tmp_path / "cache"))
     with pytest.warns(UserWarning, match="sparse_conv: the event-driven kernels cannot be built"):
@@ -145,8 +150,7 @@ def test_no_compiler_warns_once_and_stays_dense(monkeypatch, tmp_path):
 
 
 def test_kernels_build_into_the_cache_once(monkeypatch, tmp_path):
-    monkeypatch.setattr(spike_conv, "_lib", None)
-    monkeypatch.setattr(spike_conv, "_lib_error", None)
+    _fresh_kernels(monkeypatch)
     monkeypatch.setenv("SPIKINGRESFORMER_CACHE", str(tmp_path))
     assert spike_conv.library() is not None and spike_conv.unavailable_reason() is None
     built = list(tmp_path.glob("spike_conv-*.so"))

@@ -1,0 +1,93 @@
+"""Build the models' C kernels (models/*.c) on first use with the host compiler, into a shared cache.
+
+`Kernels(source, flags, declare)` compiles `source` with `cc <flags>` (OpenMP on: the kernels share torch's
+OpenMP team, the libgomp torch loaded) into `$SPIKINGRESFORMER_CACHE` (else `~/.cache/spikingresformer`),
+keyed by the source, compiler, flags and CPU, so a changed file or another machine builds anew; the file is
+written under a temporary name and renamed, so concurrent builders (DDP ranks) each land a whole file.
+`.library()` returns the loaded ctypes library, or None with `.unavailable_reason()` saying why (no
+compiler, a compile error).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+BASE_FLAGS = ["-O3", "-march=native", "-std=gnu11", "-fopenmp", "-fPIC", "-shared"]
+
+
+def _cpu_id() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SPIKINGRESFORMER_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spikingresformer"
+
+
+class Kernels:
+    """One C file's compiled kernels, built once per process (thread-safe); `declare(lib)` sets the
+    ctypes prototypes."""
+
+    def __init__(self, source: Path, flags: list[str], declare: Callable[[ctypes.CDLL], None]):
+        self.source, self.flags, self._declare = Path(source), [*BASE_FLAGS, *flags], declare
+        self._lib: ctypes.CDLL | None = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    def _build(self) -> ctypes.CDLL:
+        import torch  # loads torch's libgomp first: the kernels' OpenMP calls then bind to it
+
+        del torch
+        cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        if not cc:
+            raise RuntimeError("no C compiler found (install gcc, or set CC)")
+        key = hashlib.sha256(b"\0".join([self.source.read_bytes(), cc.encode(), " ".join(self.flags).encode(),
+                                          platform.machine().encode(), _cpu_id().encode()])).hexdigest()[:16]
+        out = cache_dir() / f"{self.source.stem}-{key}.so"
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+            os.close(fd)
+            try:
+                r = subprocess.run([cc, *self.flags, str(self.source), "-o", tmp], capture_output=True,
+                                   text=True)
+                if r.returncode:
+                    raise RuntimeError(f"{cc} failed on {self.source}: {r.stderr.strip()[-2000:]}")
+                os.replace(tmp, out)  # atomic: concurrent builders each land a whole file
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        lib = ctypes.CDLL(str(out))
+        self._declare(lib)
+        return lib
+
+    def library(self) -> ctypes.CDLL | None:
+        """The compiled kernels, built on first call; None if they cannot be built."""
+        with self._lock:
+            if self._lib is None and self._error is None:
+                try:
+                    self._lib = self._build()
+                except (OSError, RuntimeError) as e:
+                    self._error = str(e)
+            return self._lib
+
+    def unavailable_reason(self) -> str | None:
+        """Why the kernels cannot be used here (None when they can)."""
+        self.library()
+        return self._error
