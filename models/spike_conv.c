@@ -3,7 +3,7 @@
  * Layout: x [N, H*W, Cin] and y / grad_y [N, Ho*Wo, Cout] (channels-last), float32 or bfloat16 bits;
  * weights (and the weight-gradient accumulator) float32 [G, k, k, Cin/G, Cout/G]. Each image's nonzero
  * inputs are first listed per (pixel, group) (CSR); then every output pixel sums `value * weight row`
- * over the nonzero inputs under its window, in blocks of 64 output channels held in vector registers.
+ * over the nonzero inputs under its window, up to 256 output channels at a time held in vector registers.
  * Built by models/spike_conv.py with the host compiler (-O3 -march=native); plain C with GCC vector
  * extensions and OpenMP, no other dependencies. Called through ctypes (the GIL is released); the images
  * are shared out over the threads of torch's OpenMP team.
@@ -36,10 +36,16 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch
 
 /* The nonzero entries of one image x [P, groups * cin_g]: for pixel p and group g, entries
  * start[p*groups+g] .. start[p*groups+g+1] of idx (channel within the group times `stride`, the offset
- * of its weight row) and val (its value). Zero blocks of 16 channels are skipped with one test. */
+ * of its weight row) and val (its value). With AVX-512 each 16 channels' nonzero entries are compressed
+ * into the lists at once (full 16-lane stores: the lists have 16 entries of slack); otherwise zero blocks
+ * of 16 channels are skipped with one test. */
 static void gather(const void *x, int bf16, int64_t P, int64_t groups, int64_t cin_g, int64_t stride,
                    int32_t *start, int32_t *idx, float *val) {
     int64_t c = 0, C = groups * cin_g;
+#if defined(__AVX512BW__)
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i vstride = _mm512_set1_epi32((int)stride);
+#endif
     for (int64_t p = 0; p < P; p++) {
         for (int64_t g = 0; g < groups; g++) {
             start[p * groups + g] = (int32_t)c;
@@ -47,14 +53,14 @@ static void gather(const void *x, int bf16, int64_t P, int64_t groups, int64_t c
             if (bf16) {
                 const uint16_t *r = (const uint16_t *)x + p * C + g * cin_g;
 #if defined(__AVX512BW__)
-                for (; ci + 32 <= cin_g; ci += 32) { /* one test for 32 channels, then their set bits */
-                    __m512i v = _mm512_loadu_si512((const void *)(r + ci));
-                    uint32_t m = (uint32_t)_mm512_test_epi16_mask(v, v);
-                    while (m) {
-                        int e = __builtin_ctz(m);
-                        m &= m - 1;
-                        idx[c] = (int32_t)((ci + e) * stride); val[c] = bf16_to_f32(r[ci + e]); c++;
-                    }
+                for (; ci + 16 <= cin_g; ci += 16) { /* 16 channels: compress the nonzero ones, no branches */
+                    __m256i b = _mm256_loadu_si256((const __m256i *)(r + ci));
+                    __mmask16 m = _mm256_test_epi16_mask(b, b);
+                    __m512i f = _mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16); /* bf16 bits -> float32 */
+                    __m512i o = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)ci), lanes), vstride);
+                    _mm512_storeu_si512((void *)(idx + c), _mm512_maskz_compress_epi32(m, o));
+                    _mm512_storeu_si512((void *)(val + c), _mm512_maskz_compress_epi32(m, f));
+                    c += __builtin_popcount((unsigned)m);
                 }
 #endif
                 for (; ci + 16 <= cin_g; ci += 16) {
@@ -71,12 +77,11 @@ static void gather(const void *x, int bf16, int64_t P, int64_t groups, int64_t c
 #if defined(__AVX512BW__)
                 for (; ci + 16 <= cin_g; ci += 16) {
                     __m512i v = _mm512_loadu_si512((const void *)(r + ci));
-                    uint32_t m = (uint32_t)_mm512_test_epi32_mask(v, v);
-                    while (m) {
-                        int e = __builtin_ctz(m);
-                        m &= m - 1;
-                        idx[c] = (int32_t)((ci + e) * stride); memcpy(&val[c], &r[ci + e], 4); c++;
-                    }
+                    __mmask16 m = _mm512_test_epi32_mask(v, v);
+                    __m512i o = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)ci), lanes), vstride);
+                    _mm512_storeu_si512((void *)(idx + c), _mm512_maskz_compress_epi32(m, o));
+                    _mm512_storeu_si512((void *)(val + c), _mm512_maskz_compress_epi32(m, v));
+                    c += __builtin_popcount((unsigned)m);
                 }
 #endif
                 for (; ci + 16 <= cin_g; ci += 16) {
@@ -126,7 +131,8 @@ static __thread scratch tls_scratch;
 static __thread int64_t tls_starts, tls_entries;
 
 static int scratch_get(scratch *s, const geom *g) {
-    int64_t P = g->H * g->W, starts = P * g->groups + 2, entries = P * g->groups * g->cin_g + 2;
+    /* (entries: + slack for gather's 16-lane stores) */
+    int64_t P = g->H * g->W, starts = P * g->groups + 2, entries = P * g->groups * g->cin_g + 18;
     scratch *t = &tls_scratch;
     if (starts > tls_starts) {
         int32_t *p = realloc(t->start, sizeof(int32_t) * starts);
@@ -216,30 +222,52 @@ typedef struct {
     int y_bf16;
 } fwd_ctx;
 
+/* Output channels per pass: up to 16 vectors of 16 float32 accumulators held in registers (the rest of the
+ * 32 vector registers hold the broadcast value); a pass walks each window's lists once. */
+#define MAXV 16
+
+/* The widest pass for the rest of a group's output channels: 256, 192, 128 or 64 of them, or, under 64,
+ * all that are left (the generic path). */
+static inline int64_t pass_width(int64_t rest) {
+    return rest >= 16 * MAXV ? 16 * MAXV : rest >= 64 ? rest / 64 * 64 : rest;
+}
+
+/* acc[0 .. 16 nv) = sum over output pixel (oh, ow)'s window of value x weight row (nv a constant after
+ * inlining: the loops unroll and a[] lives in registers). */
+static inline __attribute__((always_inline)) void forward_pixel(const geom *q, const scratch *s, const float *w,
+                                                                int64_t g, int64_t oh, int64_t ow, int64_t ob,
+                                                                float *acc, const int nv) {
+    v16 a[MAXV];
+#pragma GCC unroll 16
+    for (int u = 0; u < nv; u++) a[u] = (v16){0};
+    FOR_WINDOW(q, s, w, g, oh, ow, ob, {
+        const v16 *r = (const v16 *)(wb + s->idx[j]);
+        const float *nx = wb + s->idx[j + 1]; /* the next row: start fetching it */
+        __builtin_prefetch(nx); __builtin_prefetch(nx + 16); __builtin_prefetch(nx + 32); __builtin_prefetch(nx + 48);
+        float v = s->val[j];
+#pragma GCC unroll 16
+        for (int u = 0; u < nv; u++) a[u] += v * r[u];
+    })
+    memcpy(acc, a, sizeof(v16) * (size_t)nv);
+}
+
 static void forward_image(const geom *q, const scratch *s, int64_t n, int thread, void *ctx) {
     (void)thread;
     const fwd_ctx *c = (const fwd_ctx *)ctx;
     const float *w = c->w;
     int64_t Cout = q->groups * q->cout_g;
-    float acc[64];
+    float acc[16 * MAXV];
     for (int64_t g = 0; g < q->groups; g++) {
-        for (int64_t ob = 0; ob < q->cout_g; ob += 64) {
-            int64_t nb = q->cout_g - ob < 64 ? q->cout_g - ob : 64;
+        for (int64_t ob = 0, nb; ob < q->cout_g; ob += nb) {
+            nb = pass_width(q->cout_g - ob);
             for (int64_t oh = 0; oh < q->Ho; oh++) {
                 for (int64_t ow = 0; ow < q->Wo; ow++) {
-                    if (nb == 64) {
-                        v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-                        FOR_WINDOW(q, s, w, g, oh, ow, ob, {
-                            const v16 *r = (const v16 *)(wb + s->idx[j]);
-                            const float *nx = wb + s->idx[j + 1]; /* the next row: fetch it early */
-                            __builtin_prefetch(nx); __builtin_prefetch(nx + 16);
-                            __builtin_prefetch(nx + 32); __builtin_prefetch(nx + 48);
-                            float v = s->val[j];
-                            a0 += v * r[0]; a1 += v * r[1]; a2 += v * r[2]; a3 += v * r[3];
-                        })
-                        memcpy(acc, &a0, 64); memcpy(acc + 16, &a1, 64);
-                        memcpy(acc + 32, &a2, 64); memcpy(acc + 48, &a3, 64);
-                    } else {
+                    switch (nb) {
+                    case 256: forward_pixel(q, s, w, g, oh, ow, ob, acc, 16); break;
+                    case 192: forward_pixel(q, s, w, g, oh, ow, ob, acc, 12); break;
+                    case 128: forward_pixel(q, s, w, g, oh, ow, ob, acc, 8); break;
+                    case 64: forward_pixel(q, s, w, g, oh, ow, ob, acc, 4); break;
+                    default:
                         for (int64_t o = 0; o < nb; o++) acc[o] = 0.0f;
                         FOR_WINDOW(q, s, w, g, oh, ow, ob, {
                             const float *r = wb + s->idx[j];
@@ -271,14 +299,31 @@ typedef struct {
     float *gw; /* one accumulator per thread */
 } wgrad_ctx;
 
+/* Weight rows wb + idx[j] (j0 <= j < j1) += value x the output gradient gr[0 .. 16 nv) (nv a constant after
+ * inlining: gr lives in registers). */
+static inline __attribute__((always_inline)) void weight_grad_rows(const scratch *s, float *wb, const float *gr,
+                                                                   int32_t j0, int32_t j1, const int nv) {
+    v16 gv[MAXV];
+    memcpy(gv, gr, sizeof(v16) * (size_t)nv);
+    for (int32_t j = j0; j < j1; j++) {
+        v16 *r = (v16 *)(wb + s->idx[j]);
+        float *nx = wb + s->idx[j + 1]; /* the next row: start fetching it */
+        __builtin_prefetch(nx, 1); __builtin_prefetch(nx + 16, 1);
+        __builtin_prefetch(nx + 32, 1); __builtin_prefetch(nx + 48, 1);
+        float v = s->val[j];
+#pragma GCC unroll 16
+        for (int u = 0; u < nv; u++) r[u] += v * gv[u];
+    }
+}
+
 static void weight_grad_image(const geom *q, const scratch *s, int64_t n, int thread, void *ctx) {
     const wgrad_ctx *c = (const wgrad_ctx *)ctx;
     int64_t k = q->k, Cout = q->groups * q->cout_g;
-    float gr[64];
+    float gr[16 * MAXV];
     for (int64_t g = 0; g < q->groups; g++) {
-        for (int64_t ob = 0; ob < q->cout_g; ob += 64) {
-            int64_t nb = q->cout_g - ob < 64 ? q->cout_g - ob : 64;
-            /* tap by tap, so that one tap's [cin_g, 64] accumulator block stays in L1 */
+        for (int64_t ob = 0, nb; ob < q->cout_g; ob += nb) {
+            nb = pass_width(q->cout_g - ob);
+            /* tap by tap, so that one tap's [cin_g, nb] accumulator block stays in cache */
             for (int64_t dh = 0; dh < k; dh++) {
                 for (int64_t dw = 0; dw < k; dw++) {
                     float *wb = c->gw + thread * q->groups * k * k * q->cin_g * q->cout_g +
@@ -294,19 +339,12 @@ static void weight_grad_image(const geom *q, const scratch *s, int64_t n, int th
                             if (j0 == j1) continue;
                             load(c->gy, c->gy_bf16, (n * q->Ho * q->Wo + oh * q->Wo + ow) * Cout + g * q->cout_g + ob,
                                  gr, nb);
-                            if (nb == 64) {
-                                v16 g0, g1, g2, g3;
-                                memcpy(&g0, gr, 64); memcpy(&g1, gr + 16, 64);
-                                memcpy(&g2, gr + 32, 64); memcpy(&g3, gr + 48, 64);
-                                for (int32_t j = j0; j < j1; j++) {
-                                    v16 *r = (v16 *)(wb + s->idx[j]);
-                                    float *nx = wb + s->idx[j + 1]; /* the next row: fetch it early */
-                                    __builtin_prefetch(nx, 1); __builtin_prefetch(nx + 16, 1);
-                                    __builtin_prefetch(nx + 32, 1); __builtin_prefetch(nx + 48, 1);
-                                    float v = s->val[j];
-                                    r[0] += v * g0; r[1] += v * g1; r[2] += v * g2; r[3] += v * g3;
-                                }
-                            } else {
+                            switch (nb) {
+                            case 256: weight_grad_rows(s, wb, gr, j0, j1, 16); break;
+                            case 192: weight_grad_rows(s, wb, gr, j0, j1, 12); break;
+                            case 128: weight_grad_rows(s, wb, gr, j0, j1, 8); break;
+                            case 64: weight_grad_rows(s, wb, gr, j0, j1, 4); break;
+                            default:
                                 for (int32_t j = j0; j < j1; j++) {
                                     float *r = wb + s->idx[j];
                                     float v = s->val[j];

@@ -236,7 +236,8 @@ def test_lif_without_a_compiler_warns_once_and_runs_spikingjelly(monkeypatch, tm
     with_kernel = neurons.LIF()
     assert with_kernel._cpu_kernel
     expected = with_kernel(x)
-    monkeypatch.setattr(lif_cpu, "_kernels", Kernels(lif_cpu._kernels.source, lif_cpu._FLAGS, lif_cpu._declare))
+    fresh = Kernels(lif_cpu._kernels.source, lif_cpu._FLAGS, lif_cpu._declare)  # as if nothing were built yet
+    monkeypatch.setattr(lif_cpu, "_kernels", fresh)
     monkeypatch.setattr(neurons, "_warned", False)
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     with pytest.warns(UserWarning, match="LIF: the fused CPU kernels cannot be built .*no-such-cc"):

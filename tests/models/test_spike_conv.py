@@ -38,8 +38,11 @@ def _dense_grads(x, w, gy, stride, pad, groups):
 
 # (N, Cin, H, Cout, k, stride, pad, groups): the model's kinds (1x1, grouped 3x3 with 64-wide groups, the
 # strided patch and downsampling convolutions) plus odd sizes that take the generic (not 64-wide) path
-SHAPES = [(3, 128, 6, 128, 3, 1, 1, 2), (2, 64, 5, 128, 1, 1, 0, 1), (2, 16, 8, 32, 4, 4, 0, 1),
-          (3, 16, 9, 24, 3, 2, 1, 1), (2, 12, 7, 20, 3, 1, 1, 4), (1, 8, 4, 72, 2, 2, 0, 1)]
+# (N, Cin, H, Cout, k, stride, pad, groups): output passes of 64 (grouped), 128, 256 + 192 and 256 + 64
+# channels, and the generic path (32, 24, 5 per group, 64 + 8)
+SHAPES = [(3, 128, 6, 128, 3, 1, 1, 2), (2, 64, 5, 128, 1, 1, 0, 1), (2, 32, 4, 448, 1, 1, 0, 1),
+          (2, 24, 5, 320, 3, 1, 1, 1), (2, 16, 8, 32, 4, 4, 0, 1), (3, 16, 9, 24, 3, 2, 1, 1),
+          (2, 12, 7, 20, 3, 1, 1, 4), (1, 8, 4, 72, 2, 2, 0, 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
