@@ -39,14 +39,15 @@ static inline float charge(float x, float v, float tau) { return (x - v) / tau +
 
 static inline int threads_for(int64_t work, int threads) { return work < (1 << 16) ? 1 : threads; }
 
-/* spikes = LIF(x) from the membrane v0 [N] (NULL: 0); v_out [N] gets the final membrane. */
+/* spikes = LIF(x) from the membrane v0 [N] (NULL: 0); v_out [N] gets the final membrane (NULL: not kept). */
 void lif_forward(const void *x, int bf16, const float *v0, void *spikes, float *v_out, int64_t T, int64_t N,
                  float tau, float threshold, int threads) {
     int64_t blocks = (N + BLOCK - 1) / BLOCK;
 #pragma omp parallel for num_threads(threads_for(T * N, threads)) schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
         int64_t b0 = b * BLOCK, m = N - b0 < BLOCK ? N - b0 : BLOCK;
-        float *restrict v = v_out + b0;
+        float local[BLOCK];
+        float *restrict v = v_out ? v_out + b0 : local;
         for (int64_t i = 0; i < m; i++) v[i] = v0 ? v0[b0 + i] : 0.0f;
         for (int64_t t = 0; t < T; t++) {
             int64_t o = t * N + b0;

@@ -74,27 +74,28 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 @torch.library.custom_op("spikingresformer::lif_forward", mutates_args=(), device_types="cpu")
-def lif_forward(x: torch.Tensor, v: Optional[torch.Tensor], tau: float, threshold: float,
-                alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+def lif_forward(x: torch.Tensor, v: Optional[torch.Tensor], tau: float, threshold: float, alpha: float,
+                keep_v: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-step LIF on x [T, N] (CPU; float32 and bfloat16 natively, other dtypes converted) from the
-    float32 membrane v [N] (None: start at 0); returns (spikes [T, N] in x's dtype, final v [N] float32).
-    `alpha` (the ATan surrogate's) is only used by the backward. An opaque op to torch.compile, so compiled
-    graphs use this kernel too."""
+    float32 membrane v [N] (None: start at 0); returns (spikes [T, N] in x's dtype, final v [N] float32,
+    or an empty tensor unless `keep_v`: then no [N] membrane is allocated, nor, under autograd, a zero
+    gradient for it). `alpha` (the ATan surrogate's) is only used by the backward. An opaque op to
+    torch.compile, so compiled graphs use this kernel too."""
     lib = _lib()
     xk = x.to(_kernel_dtype(x.dtype)).contiguous()
     v0 = _f32(v)
     T, N = xk.shape
     spikes = torch.empty_like(xk, memory_format=torch.contiguous_format)
-    v_out = torch.empty(N, dtype=torch.float32)
+    v_out = torch.empty(N if keep_v else 0, dtype=torch.float32)
     lib.lif_forward(xk.data_ptr(), int(xk.dtype == torch.bfloat16), _ptr(v0), spikes.data_ptr(),
-                    v_out.data_ptr(), T, N, tau, threshold, torch.get_num_threads())
+                    v_out.data_ptr() if keep_v else None, T, N, tau, threshold, torch.get_num_threads())
     return spikes.to(x.dtype), v_out
 
 
 @lif_forward.register_fake
-def _(x, v, tau, threshold, alpha):
+def _(x, v, tau, threshold, alpha, keep_v=True):
     spikes = torch.empty_like(x, memory_format=torch.contiguous_format)
-    return spikes, x.new_empty(x.shape[1:], dtype=torch.float32)
+    return spikes, x.new_empty(x.shape[1] if keep_v else 0, dtype=torch.float32)
 
 
 @torch.library.custom_op("spikingresformer::lif_backward", mutates_args=(), device_types="cpu")
@@ -127,7 +128,7 @@ def _(x, v, g_spikes, g_v, tau, threshold, alpha, v_grad):
 
 
 def _setup_context(ctx, inputs, output):
-    x, v, tau, threshold, alpha = inputs
+    x, v, tau, threshold, alpha, *_ = inputs
     ctx.save_for_backward(x, v)
     ctx.consts = (tau, threshold, alpha)
     ctx.set_materialize_grads(False)
@@ -136,8 +137,10 @@ def _setup_context(ctx, inputs, output):
 def _lif_grad(ctx, g_spikes, g_v):
     x, v = ctx.saved_tensors
     v_grad = ctx.needs_input_grad[1]  # a carried-over membrane that is part of the graph (never for None)
+    if g_v is not None and g_v.numel() == 0:  # no final membrane was kept (keep_v=False)
+        g_v = None
     gx, gv0 = lif_backward(x, v, g_spikes, g_v, *ctx.consts, v_grad)
-    return gx, (gv0 if v_grad else None), None, None, None
+    return gx, (gv0 if v_grad else None), None, None, None, None
 
 
 lif_forward.register_autograd(_lif_grad, setup_context=_setup_context)

@@ -89,10 +89,15 @@ class _FlatNeuron:
         return torch.full(x_flat.shape[1:], float(self.v_reset), dtype=_state_dtype(x_flat),
                           device=x_flat.device)
 
+    # spikingjelly's semantics: the membrane carries over to the next call until reset_net. False: every call
+    # starts at rest (a call is one whole sequence) and the final membrane is not kept.
+    carry_state = True
+
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         flat, perm = _flat_time_major(x_seq)  # [T, N]
-        spikes, v = self._kernel(flat, self._stored_v(flat))  # [T, N], [N]
-        self._memories["v"] = v
+        spikes, v = self._kernel(flat, self._stored_v(flat) if self.carry_state else None)  # [T, N], [N]
+        if self.carry_state:
+            self._memories["v"] = v
         return _restore(spikes, x_seq, perm)
 
 
@@ -106,7 +111,8 @@ class LIF(_FlatNeuron, neuron.LIFNode):
     def _kernel(self, x: torch.Tensor, v: torch.Tensor | None):
         paper_lif = self.detach_reset and self.v_reset == 0.0 and self.decay_input
         if self._cpu_kernel and _use_cpu_kernel(x) and paper_lif:
-            return lif_forward(x, v, self.tau, self.v_threshold, self.surrogate_function.alpha)
+            alpha = self.surrogate_function.alpha
+            return lif_forward(x, v, self.tau, self.v_threshold, alpha, self.carry_state)
         s, v, _ = sjf.lif_multi_step(x, self._initial_v(x, v), self.tau, self.decay_input, self.v_threshold,
                                      self.v_reset, self.surrogate_function, self.detach_reset, False)
         return s, v

@@ -88,6 +88,16 @@ class SpikingResformer(nn.Module):
         self.classifier = nn.Linear(arch.planes[-1], num_classes, bias=False)
         self.init_weight()
         self.set_sparse_conv(sparse_conv)
+        self.set_carry_state(False)
+
+    def set_carry_state(self, on: bool) -> None:
+        """Off (the default): every forward call is one whole T-step sequence and starts at rest, as the paper
+        trains and evaluates (spikingjelly's `reset_net` between batches is then harmless but not needed),
+        and the final membranes are neither kept nor given gradients. On: spikingjelly's stateful neurons,
+        whose membranes carry over to the next call until `reset_net` (a long sequence fed in chunks)."""
+        for m in self.modules():
+            if isinstance(m, tuple(NEURONS.values())):
+                m.carry_state = on
 
     def set_sparse_conv(self, on: bool, limits: dict[torch.dtype, float] | None = None,
                         min_group_out: int = spike_conv.MIN_GROUP_OUT) -> None:

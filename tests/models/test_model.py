@@ -187,6 +187,38 @@ def test_lif_in_two_chunks_equals_one_call(dtype):
     assert torch.equal(s_whole, s_parts) and torch.equal(whole.grad, parts.grad)
 
 
+def test_lif_without_keeping_the_final_membrane_gives_the_same_spikes_and_gradient():
+    from models.lif_cpu import lif_forward
+
+    x = torch.randn(4, 5000, generator=torch.Generator().manual_seed(0)) * 1.5
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    sa, va = lif_forward(xa, None, 2.0, 1.0, 2.0)
+    sb, vb = lif_forward(xb, None, 2.0, 1.0, 2.0, False)
+    sa.backward(g)
+    sb.backward(g)
+    assert va.shape == (5000,) and vb.shape == (0,)
+    assert torch.equal(sa, sb) and torch.equal(xa.grad, xb.grad)
+
+
+def test_model_calls_start_at_rest_unless_state_is_carried():
+    """Default: each forward is one whole sequence (no reset_net needed); carry_state=True: spikingjelly's
+    stateful neurons (a second call without a reset continues from the first's membranes). Train mode: an
+    untrained model's zero firing-rate buffers make eval-mode attention NaN."""
+    model = _tiny().train()
+    x = torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        first, second = model(x), model(x)
+        assert torch.equal(first, second)
+        assert all(not isinstance(m.v, torch.Tensor) for m in model.modules() if hasattr(m, "carry_state"))
+        model.set_carry_state(True)
+        carried = model(x)
+        assert torch.equal(carried, first)
+        assert not torch.equal(model(x), first)  # continues from the membranes the call before left
+        reset_net(model)
+        assert torch.equal(model(x), first)
+
+
 @pytest.mark.parametrize("amp", [False, True])
 def test_model_with_cpu_kernel_equals_model_with_spikingjelly_op(amp, monkeypatch):
     """Whole train step (channels-last, transposed attention map, bf16 autocast or not): logits, every
