@@ -30,7 +30,7 @@ from models.lif_cpu import _kernel_dtype, tag_compile_caches
 # Above these fractions of nonzero inputs the dense convolution is used: where the event-driven kernel
 # stops winning on this project's CPU (AVX-512, oneDNN) for SpikingResformer's shapes; bfloat16 dense
 # convolutions run about twice as fast as float32 ones, so their break-even comes earlier.
-DENSITY_LIMITS = {torch.float32: 0.18, torch.bfloat16: 0.10}
+DENSITY_LIMITS = {torch.float32: 0.15, torch.bfloat16: 0.10}
 # Fewer output channels per group than this and the per-entry overhead outweighs the skipped work (the
 # kernels' fast path holds 64 output channels in registers): the model keeps those convolutions dense
 # (measured: spikingresformer_demo, groups of 16, trained 30 % slower with all of them event-driven).
