@@ -165,7 +165,7 @@ def _neuron_case(neuron: torch.nn.Module, x: torch.Tensor, stepwise: bool):
 
 
 def run_neurons(bench: Bench, shape: str) -> None:
-    """models.neurons.LIF (CPU: the fused numba kernel, models/lif_cpu.py; CUDA: spikingjelly's Triton kernel)
+    """models.neurons.LIF (CPU: the fused C kernel, models/lif_cpu.py; CUDA: spikingjelly's Triton kernel)
     vs spikingjelly's per-step loop."""
     from spikingjelly.activation_based import neuron, surrogate
 
