@@ -91,3 +91,9 @@ class Kernels:
         """Why the kernels cannot be used here (None when they can)."""
         self.library()
         return self._error
+
+
+def check(rc: int, what: str) -> None:
+    """A kernel's return code: 0, or -1 when it could not allocate its scratch memory."""
+    if rc != 0:
+        raise MemoryError(f"{what}: the kernel could not allocate its scratch memory")

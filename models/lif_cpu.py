@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from models.cbuild import Kernels
+from models.cbuild import Kernels, check
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -113,11 +113,9 @@ def lif_backward(x: torch.Tensor, v: Optional[torch.Tensor], g_spikes: Optional[
     v0, gv = _f32(v), _f32(g_v)  # (kept alive across the call)
     gx = torch.empty((T, N), dtype=kdt)
     gv0 = torch.empty(N if v_grad else 0, dtype=torch.float32)
-    rc = lib.lif_backward(xk.data_ptr(), int(kdt == torch.bfloat16), _ptr(v0), g.data_ptr(), _ptr(gv),
-                          gx.data_ptr(), gv0.data_ptr() if v_grad else None, T, N, tau, threshold,
-                          math.pi / 2 * alpha, alpha / 2, torch.get_num_threads())
-    if rc != 0:
-        raise MemoryError("lif_cpu: the backward kernel could not allocate its scratch memory")
+    check(lib.lif_backward(xk.data_ptr(), int(kdt == torch.bfloat16), _ptr(v0), g.data_ptr(), _ptr(gv),
+                           gx.data_ptr(), gv0.data_ptr() if v_grad else None, T, N, tau, threshold,
+                           math.pi / 2 * alpha, alpha / 2, torch.get_num_threads()), "lif_backward")
     return gx.to(x.dtype), gv0
 
 

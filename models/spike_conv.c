@@ -34,6 +34,19 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch
     return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
+#if defined(__AVX512BW__)
+/* Appends the entries of channels ci .. ci+15 picked by mask m (float32 values `vals`, row offsets
+ * channel x stride) at position c of the lists, with full 16-lane stores; returns the new end. */
+static inline int64_t append16(int32_t *idx, float *val, int64_t c, __mmask16 m, __m512i vals, int64_t ci,
+                               __m512i vstride) {
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512i rows = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)ci), lanes), vstride);
+    _mm512_storeu_si512((void *)(idx + c), _mm512_maskz_compress_epi32(m, rows));
+    _mm512_storeu_si512((void *)(val + c), _mm512_maskz_compress_epi32(m, vals));
+    return c + __builtin_popcount((unsigned)m);
+}
+#endif
+
 /* The nonzero entries of one image x [P, groups * cin_g]: for pixel p and group g, entries
  * start[p*groups+g] .. start[p*groups+g+1] of idx (channel within the group times `stride`, the offset
  * of its weight row) and val (its value). With AVX-512 each 16 channels' nonzero entries are compressed
@@ -43,7 +56,6 @@ static void gather(const void *x, int bf16, int64_t P, int64_t groups, int64_t c
                    int32_t *start, int32_t *idx, float *val) {
     int64_t c = 0, C = groups * cin_g;
 #if defined(__AVX512BW__)
-    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i vstride = _mm512_set1_epi32((int)stride);
 #endif
     for (int64_t p = 0; p < P; p++) {
@@ -57,10 +69,7 @@ static void gather(const void *x, int bf16, int64_t P, int64_t groups, int64_t c
                     __m256i b = _mm256_loadu_si256((const __m256i *)(r + ci));
                     __mmask16 m = _mm256_test_epi16_mask(b, b);
                     __m512i f = _mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16); /* bf16 bits -> float32 */
-                    __m512i o = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)ci), lanes), vstride);
-                    _mm512_storeu_si512((void *)(idx + c), _mm512_maskz_compress_epi32(m, o));
-                    _mm512_storeu_si512((void *)(val + c), _mm512_maskz_compress_epi32(m, f));
-                    c += __builtin_popcount((unsigned)m);
+                    c = append16(idx, val, c, m, f, ci, vstride);
                 }
 #endif
                 for (; ci + 16 <= cin_g; ci += 16) {
@@ -77,11 +86,7 @@ static void gather(const void *x, int bf16, int64_t P, int64_t groups, int64_t c
 #if defined(__AVX512BW__)
                 for (; ci + 16 <= cin_g; ci += 16) {
                     __m512i v = _mm512_loadu_si512((const void *)(r + ci));
-                    __mmask16 m = _mm512_test_epi32_mask(v, v);
-                    __m512i o = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)ci), lanes), vstride);
-                    _mm512_storeu_si512((void *)(idx + c), _mm512_maskz_compress_epi32(m, o));
-                    _mm512_storeu_si512((void *)(val + c), _mm512_maskz_compress_epi32(m, v));
-                    c += __builtin_popcount((unsigned)m);
+                    c = append16(idx, val, c, _mm512_test_epi32_mask(v, v), v, ci, vstride);
                 }
 #endif
                 for (; ci + 16 <= cin_g; ci += 16) {

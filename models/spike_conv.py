@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from models.cbuild import Kernels
+from models.cbuild import Kernels, check
 from models.lif_cpu import _kernel_dtype, tag_compile_caches
 
 # Above these fractions of nonzero inputs the dense convolution is used: where the event-driven kernel
@@ -32,7 +32,7 @@ from models.lif_cpu import _kernel_dtype, tag_compile_caches
 # convolutions run about twice as fast as float32 ones, so their break-even comes earlier.
 DENSITY_LIMITS = {torch.float32: 0.15, torch.bfloat16: 0.10}
 # Fewer output channels per group than this and the per-entry overhead outweighs the skipped work (the
-# kernels' fast path holds 64 output channels in registers): the model keeps those convolutions dense
+# kernels' narrowest fast pass holds 64 output channels in registers): the model keeps those dense
 # (measured: spikingresformer_demo, groups of 16, trained 30 % slower with all of them event-driven).
 MIN_GROUP_OUT = 64
 
@@ -57,11 +57,6 @@ def library() -> ctypes.CDLL | None:
 def unavailable_reason() -> str | None:
     """Why the event-driven kernels cannot be used here (None when they can)."""
     return _kernels.unavailable_reason()
-
-
-def _call(fn, *args) -> None:
-    if fn(*args) != 0:
-        raise MemoryError("spike_conv: the kernel could not allocate its scratch memory")
 
 
 def _threads(images: int) -> int:
@@ -119,7 +114,8 @@ def spike_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
     kdt, xk, bf, geo = _kernel_inputs(x, weight, Ho, Wo, stride, padding, groups)
     wr = weight.float().reshape(groups, cout // groups, cin_g, k, k).permute(0, 3, 4, 2, 1).contiguous()
     y = torch.empty((N, cout, Ho, Wo), dtype=kdt, memory_format=torch.channels_last)
-    _call(lib.sc_forward, xk.data_ptr(), bf, wr.data_ptr(), y.data_ptr(), bf, N, _threads(N), *geo)
+    check(lib.sc_forward(xk.data_ptr(), bf, wr.data_ptr(), y.data_ptr(), bf, N, _threads(N), *geo),
+          "spike_conv")
     return y.to(x.dtype)
 
 
@@ -145,7 +141,8 @@ def spike_conv_weight_grad(x: torch.Tensor, grad_y: torch.Tensor, weight: torch.
     gk = grad_y.to(kdt).contiguous(memory_format=torch.channels_last)
     threads = _threads(N)
     parts = torch.zeros((threads, groups, k, k, cin_g, cout // groups), dtype=torch.float32)
-    _call(lib.sc_weight_grad, xk.data_ptr(), bf, gk.data_ptr(), bf, parts.data_ptr(), N, threads, *geo)
+    check(lib.sc_weight_grad(xk.data_ptr(), bf, gk.data_ptr(), bf, parts.data_ptr(), N, threads, *geo),
+          "spike_conv_weight_grad")
     gw = parts.sum(0) if threads > 1 else parts[0]  # [G, k, k, Cin/G, Cout/G]
     gw = gw.permute(0, 4, 3, 1, 2).reshape(cout, cin_g, k, k)
     return torch.empty_like(weight).copy_(gw)
