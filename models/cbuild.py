@@ -33,6 +33,23 @@ def _cpu_id() -> str:
     return platform.processor()
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (empty where it is not readable)."""
+    line = _cpu_id()
+    return frozenset(line.split(":", 1)[1].split()) if ":" in line else frozenset()
+
+
+def vector_isa(flags: frozenset[str] | None = None) -> str:
+    """The widest x86 vector extension of this CPU, as figures name it: AVX-512 (+BF16/AMX), AVX2 or older."""
+    f = cpu_flags() if flags is None else flags
+    if "avx512f" in f:
+        extra = [name for flag, name in (("avx512_bf16", "BF16"), ("amx_bf16", "AMX")) if flag in f]
+        return "AVX-512" + (" (" + ", ".join(extra) + ")" if extra else "")
+    if "avx2" in f:
+        return "AVX2"
+    return "AVX" if "avx" in f else (platform.machine() or "unknown")
+
+
 def cache_dir() -> Path:
     root = os.environ.get("SPIKINGRESFORMER_CACHE")
     if root:
