@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from launch.environment import versions  # noqa: F401  (re-exported: checkpoints record it)
+
 FORMAT = 1
 
 
@@ -138,17 +140,3 @@ def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
         raise CheckpointLoadError(f"--resume {resume}: no such file; pass a checkpoint path or `auto`")
     return p
 
-
-def versions() -> dict[str, str]:
-    """Library versions stored with every checkpoint and run folder."""
-    import importlib.metadata as md
-
-    out = {"torch": str(torch.__version__), "python": ".".join(map(str, __import__("sys").version_info[:3]))}
-    for name in ("torchvision", "timm", "accelerate", "spikingjelly", "numpy", "dassdp", "ffcv",
-                 "nvidia-dali-cuda120", "safetensors"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    out["cuda"] = str(torch.version.cuda)
-    return out

@@ -9,7 +9,6 @@ import csv
 import json
 import platform
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,18 +16,7 @@ from typing import Any
 
 import torch
 
-
-def git_revision(root: Path | None = None) -> str:
-    """`<sha>[-dirty]` of the source tree, or `unknown`."""
-    root = root or Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (sha or "unknown") + ("-dirty" if dirty else "")
+from launch.environment import git_revision
 
 
 def write_run_info(out: Path, config_yaml: str, versions: dict, extra: dict) -> None:
