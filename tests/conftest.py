@@ -1,4 +1,4 @@
-"""Shared fixtures: the project root, ../shared/data, and the --runslow switch."""
+"""Shared fixtures: the project root, the real recordings in tests/data, and the --runslow switch."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+TEST_DATA = ROOT / "tests" / "data"  # small real recordings kept in the repo (see its README.md)
 
 
 def pytest_addoption(parser):
@@ -23,8 +23,6 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """../shared/data; a test that needs it fails plainly when it is missing."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"{SHARED_DATA} is missing: put the real recordings in ../shared/data beside the repo")
-    return SHARED_DATA
+def real_data() -> Path:
+    """tests/data: the small real recordings (origin and licence in tests/data/README.md)."""
+    return TEST_DATA

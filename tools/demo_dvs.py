@@ -4,8 +4,8 @@
 
 1. builds a small CIFAR10-DVS tree in tonic's layout `DIR/src/CIFAR10DVS/<class>/*.aedat4` with dv-processing:
    synthetic DVS128 recordings (a bright bar sweeping across the sensor in a class-specific direction, 36 deg
-   apart, with jitter and background noise) plus the real `../shared/data/events/sample.aedat4` (a 320x240
-   sensor) rescaled into the 128x128 sensor (see `add_real_recording`);
+   apart, with jitter and background noise) plus the real `tests/data/events/sample.aedat4` (a 320x240
+   sensor, kept in the repo) rescaled into the 128x128 sensor (see `add_real_recording`);
 2. converts it with `dassdp-convert cifar10dvs ... --T T --train-per-class N` (DALI frames format);
 3. writes a stand-in for the official ImageNet checkpoint: `torch.save({"model": state_dict})` of a 1000-class
    spikingresformer_tiny (random weights; real users pass the official spikingresformer_s file);
@@ -28,7 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "transfer" / "cifar10dvs.yaml"
-REAL_SAMPLE = ROOT.parent / "shared" / "data" / "events" / "sample.aedat4"
+REAL_SAMPLE = ROOT / "tests" / "data" / "events" / "sample.aedat4"  # origin, licence: tests/data/README.md
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SENSOR = 128  # CIFAR10-DVS was recorded with a DVS128
 T0_US = 1_600_000_000_000_000  # absolute timestamps, as DV writes them
@@ -104,11 +104,8 @@ def build_tree(src: Path, n_train: int, n_val: int) -> list[str]:
             path = base / name / f"cifar10_{name}_{i + 1}.aedat4"
             if not path.is_file():
                 write_aedat4(path, bar_events(label, seed=1000 * label + i))
-    real = base / CLASSES[0] / f"cifar10_{CLASSES[0]}_0.aedat4"  # first in natural order: a training sample
-    if REAL_SAMPLE.is_file():
-        notes.append(add_real_recording(real) if not real.is_file() else f"real recording (rescaled): {real}")
-    else:
-        notes.append(f"{REAL_SAMPLE} not found: the tree holds synthetic recordings only")
+    real = base / CLASSES[0] / f"cifar10_{CLASSES[0]}_0.aedat4"  # first in lexical order: a training sample
+    notes.append(add_real_recording(real) if not real.is_file() else f"real recording (rescaled): {real}")
     return notes
 
 

@@ -37,8 +37,8 @@ def test_frames_equal_spikingjelly(n, T):
     assert ours.sum() == n
 
 
-def test_real_aedat4_frames_equal_spikingjelly(shared_data):
-    path = shared_data / "events" / "sample.aedat4"
+def test_real_aedat4_frames_equal_spikingjelly(real_data):
+    path = real_data / "events" / "sample.aedat4"
     ev = read_aedat4(path, transpose=False)
     raw = tonic.io.read_aedat4(str(path))
     assert len(ev["x"]) == 111_954 and (ev["x"] == raw["x"]).all() and (ev["y"] == raw["y"]).all()
@@ -135,8 +135,8 @@ def test_cifar10dvs_corrupt_file(tmp_path):
     assert man["splits"]["train"]["per_class"] == [2, 1] and verify(tmp_path / "out")["train"] == 3
 
 
-def test_truncated_real_aedat4_is_named(tmp_path, shared_data):
+def test_truncated_real_aedat4_is_named(tmp_path, real_data):
     f = tmp_path / "cut.aedat4"
-    f.write_bytes((shared_data / "events" / "sample.aedat4").read_bytes()[:500_000])
+    f.write_bytes((real_data / "events" / "sample.aedat4").read_bytes()[:500_000])
     with pytest.raises(ConvertError, match=r"cut\.aedat4: unreadable AEDAT4 file"):
         read_aedat4(f)
