@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from queue import Empty
 
@@ -13,38 +14,54 @@ import torch
 from pipelines.base import DataError, Loader
 
 _FAILED: dict[int, BaseException] = {}  # thread id -> exception of a dead ffcv pipeline thread
-_previous_hook = threading.excepthook
+_watch = {"active": 0, "previous": None}  # iterations running, the excepthook ours replaced
+_watch_lock = threading.Lock()
 
 
-def _hook(args):
-    _FAILED[args.thread.ident] = args.exc_value
-    _previous_hook(args)
+def _record(args) -> None:
+    """threading.excepthook while ffcv iterates: note the exceptions of ffcv's own threads, then chain."""
+    if type(args.thread).__module__.startswith("ffcv."):
+        _FAILED[args.thread.ident] = args.exc_value
+    (_watch["previous"] or threading.__excepthook__)(args)
 
 
-threading.excepthook = _hook
+@contextmanager
+def _watching_ffcv_threads():
+    """Install `_record` for the duration of an iteration (nested ones share it); restore the old hook."""
+    with _watch_lock:
+        if _watch["active"] == 0:
+            _watch["previous"], threading.excepthook = threading.excepthook, _record
+        _watch["active"] += 1
+    try:
+        yield
+    finally:
+        with _watch_lock:
+            _watch["active"] -= 1
+            if _watch["active"] == 0 and threading.excepthook is _record:
+                threading.excepthook, _watch["previous"] = _watch["previous"], None
 
 
 def guarded_iter(ffcv_loader, path: Path):
     """Iterate an ffcv Loader; a dead pipeline thread raises a DataError instead of hanging."""
-    it = iter(ffcv_loader)
-    try:
-        while True:
-            try:
-                item = it.output_queue.get(timeout=0.2)
-            except Empty:
-                if not it.is_alive():
-                    exc = _FAILED.pop(it.ident, None)
-                    raise DataError(f"{path}: the ffcv pipeline thread died: {exc!r}") from exc
-                continue
-            if item is None:
-                return
-            slot, result = item
-            if getattr(it, "current_stream", None) is not None:  # needs CUDA: wait for the H2D copy
-                it.current_stream.wait_stream(it.cuda_streams[slot])
-            yield result
-    finally:
-        it.close()
-
+    with _watching_ffcv_threads():
+        it = iter(ffcv_loader)  # starts ffcv's EpochIterator thread
+        try:
+            while True:
+                try:
+                    item = it.output_queue.get(timeout=0.2)
+                except Empty:
+                    if not it.is_alive():
+                        exc = _FAILED.pop(it.ident, None)
+                        raise DataError(f"{path}: the ffcv pipeline thread died: {exc!r}") from exc
+                    continue
+                if item is None:
+                    return
+                slot, result = item
+                if getattr(it, "current_stream", None) is not None:  # needs CUDA: wait for the H2D copy
+                    it.current_stream.wait_stream(it.cuda_streams[slot])
+                yield result
+        finally:
+            it.close()
 
 
 def make_order(owner):
