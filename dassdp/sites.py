@@ -111,7 +111,8 @@ class SiteObserver:
             fired = seq.any(0)  # [B,C]
         return fired, seq
 
-    def _store(self, side: str, x: Tensor) -> None:
+    def record(self, side: str, x: Tensor) -> None:
+        """Record side "pre" or "post" of the site from its spikes `x`; the forward hooks call this."""
         with torch.no_grad():
             fired, seq = self._spikes(x)
             t = latency(seq, self.latency_mode)  # [B,C]
@@ -125,11 +126,11 @@ class SiteObserver:
 
     def _on_input(self, module: nn.Module, args) -> None:
         if module.training and args:
-            self._store("pre", args[0])
+            self.record("pre", args[0])
 
     def _on_output(self, module: nn.Module, args, output) -> None:
         if module.training:
-            self._store("post", output)
+            self.record("post", output)
 
     # ------------------------------------------------------------------ use
     @property

@@ -80,7 +80,8 @@ def _check_shape(doc: dict, mode: str) -> None:
     report.validate(doc)
     env = doc["environment"]
     assert env["hardware"]["usable_cores"] >= 1
-    assert env["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert env["versions"]["torch"] == torch.__version__  # with the build tag (+cpu, +cu130): it matters
+    assert env["hardware"]["vector_isa"]  # bf16 speed depends on it
     assert "commit" in env["git"] and env["threads"]["torch_intra_op"] >= 1
     assert mode in doc["settings"]
     for r in doc["results"]:
@@ -141,3 +142,70 @@ def test_cli_model_and_dassdp_hook_on_the_tiny_variant(tmp_path):
     (own,) = [r for r in doc["results"] if r["metric"] == "hook_own_time"]
     assert hook_time["repeats"] == own["repeats"] == 2 and 0 < hook_time["min"]
     assert all(o > a for o, a in zip(own["samples"], hook_time["samples"]))  # + the observers' recording
+
+
+def test_cli_dassdp_hook_alone_records_each_site(tmp_path):
+    out = tmp_path / "alone.json"
+    cli.main(["dassdp", "--json", str(out), "--no-charts", "--threads", "1", "--set", "parts=alone",
+              "--set", "model=spikingresformer_tiny", "--set", "img_size=16", "--set", "batch_size=2",
+              "--set", "alone_repeats=2"])
+    doc = json.loads(out.read_text())
+    _check_shape(doc, "dassdp")
+    (rec,) = doc["results"]
+    assert rec["case"] == "dassdp_hook_alone" and rec["repeats"] == 2 and rec["min"] > 0
+    shapes = rec["site_shapes"]  # "side:(T, B, ...)" with the asked batch
+    assert any(s.startswith("pre:") for s in shapes) and all(", 2," in s for s in shapes)
+
+
+MODEL_ARGS = ["model", "--no-charts", "--threads", "1", "--set", "configs=spikingresformer_tiny:16:2:2:fp32",
+              "--set", "compile=false", "--set", "forward=false", "--set", "repeats=1", "--set", "warmup=0",
+              "--set", "neuron_shapes=", "--set", "official=true"]
+
+
+def test_official_code_absent_is_one_line_naming_what_to_pass(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DASSDP_OFFICIAL", raising=False)
+    with pytest.raises(SystemExit) as e:
+        cli.main([*MODEL_ARGS, "--json", str(tmp_path / "m.json")])
+    msg = str(e.value.code)
+    assert "\n" not in msg and "--official PATH" in msg and "DASSDP_OFFICIAL" in msg
+    assert "official_shim.py" in msg and "docs/benchmarks.md" in msg
+    monkeypatch.setenv("DASSDP_OFFICIAL", str(tmp_path))  # a folder without the shim
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'official_shim.py'} does not exist"):
+        cli.main([*MODEL_ARGS, "--json", str(tmp_path / "m.json")])
+    assert not (tmp_path / "m.json").exists()  # refused before anything ran
+
+
+SHIM = """
+import torch
+
+
+class Tiny(torch.nn.Module):  # stands in for the official model: [B, 3, H, W] -> [T, B, K]
+    def __init__(self, T, num_classes):
+        super().__init__()
+        self.T, self.fc = T, torch.nn.Linear(3, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3))).unsqueeze(0).expand(self.T, -1, -1)
+
+
+def build_official(variant, T, img_size, num_classes):
+    if variant != "spikingresformer_tiny":
+        raise KeyError(variant)
+    return Tiny(T, num_classes)
+"""
+
+
+def test_official_worker_runs_the_shim_from_official_path(tmp_path, monkeypatch):
+    monkeypatch.delenv("DASSDP_OFFICIAL", raising=False)
+    official = tmp_path / "official"
+    official.mkdir()
+    (official / "official_shim.py").write_text(SHIM)
+    out = tmp_path / "m.json"
+    cli.main([*MODEL_ARGS, "--json", str(out), "--official", str(official)])
+    doc = json.loads(out.read_text())
+    _check_shape(doc, "model")
+    cases = {r["case"] for r in doc["results"] if r["metric"] == "train_images_per_s"}
+    assert cases == {"eager", "official"}
+    (ratio,) = [r for r in doc["ratios"] if r["metric"] == "train_images_per_s"]
+    assert (ratio["a"], ratio["b"]) == ("eager", "official") and ratio["median"] > 0
+    assert any(str(official) in n and "spikingjelly" in n for n in doc["notes"])

@@ -9,6 +9,7 @@ from convert_data import make_dvs_trees, raw_events
 from spikingjelly.datasets import cifar10_dvs as sj_cifar
 from spikingjelly.datasets.utils import integrate_events_by_fixed_frames_number as sj_frames
 
+from tools.bench.synthetic_events import write_aedat2
 from tools.convert import (
     ConvertError,
     convert,
@@ -18,7 +19,6 @@ from tools.convert import (
     read_samples,
     verify,
 )
-from tools.convert.throughput import write_aedat2
 
 
 @pytest.mark.parametrize("n,T", [(1000, 10), (1003, 16), (7, 10), (10, 10), (1, 3)])

@@ -30,7 +30,7 @@ def test_cuda_hook_has_no_host_sync_and_matches_cpu():
         hook = _NoSyncHook(DASSDPConfig(enabled=True, warmup_steps=2))
         hook.setup(model, steps_per_epoch=10)
         for o in hook.observers:  # observers too: no sync while recording
-            store = o._store
+            store = o.record
 
             def checked(side, x, store=store):
                 torch.cuda.set_sync_debug_mode("error")
@@ -39,7 +39,7 @@ def test_cuda_hook_has_no_host_sync_and_matches_cpu():
                 finally:
                     torch.cuda.set_sync_debug_mode("default")
 
-            o._store = checked
+            o.record = checked
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
         data = [(x.to(device), y.to(device)) for x, y in batches]
         train_steps(model, opt, hook, data, range(4))

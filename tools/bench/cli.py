@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from tools.bench import env, report
+from launch import environment as env
+from tools.bench import report
 from tools.bench.harness import Bench
 from tools.bench.photos import default_cache
 
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=None, help="generated data cache (default "
                    "$DASSDP_BENCH_CACHE or ~/.cache/dassdp-bench)")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    p.add_argument("--official", default=None, metavar="PATH",
+                   help="folder with official_shim.py (and sj014/) for the official code's cases of mode "
+                        "model (default $DASSDP_OFFICIAL; see docs/benchmarks.md)")
     return p
 
 
@@ -77,7 +81,7 @@ def run_mode(mode: str, args: argparse.Namespace, device: torch.device, cache: P
     s = settings_for(mode, args.quick, args.overrides if args.mode != "all" else [])
     bench = Bench(mode, device)
     print(f"[dassdp-bench] {mode}: {s}", flush=True)
-    mode_module(mode).run(bench, {**s, "device": str(device)}, cache)
+    mode_module(mode).run(bench, {**s, "device": str(device), "official_path": args.official}, cache)
     return s, bench
 
 
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--set applies to one mode; run `dassdp-bench MODE --set ...` per mode")
     modes = MODES if args.mode == "all" else (args.mode,)
     doc = new_document(args, sys.argv[1:] if argv is None else argv, device)
+    print(f"[dassdp-bench] {report.header(doc)}", flush=True)
     for mode in modes:
         s, bench = run_mode(mode, args, device, cache)
         doc["settings"][mode] = s

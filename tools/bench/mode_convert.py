@@ -1,9 +1,10 @@
 """Mode `convert`: dassdp-convert throughput, images/s and events/s, ffcv vs dali interleaved.
 
 Images: the real-photo JPEG tree of the loaders mode (500x375, quality 90), source `imagenet`.
-Events: (a) CIFAR10-DVS release files (AEDAT 2.0, 128x128) with random events, written by
-tools.convert.throughput; (b) the real AEDAT4 recording in ../shared/data/events copied into tonic's
-layout (320x240 sensor). Every call converts into a fresh folder (the tool's resume would skip work).
+Events: (a) CIFAR10-DVS release files (AEDAT 2.0, 128x128) with random events
+(tools/bench/synthetic_events.py); (b) the real AEDAT4 recording kept in the repo (tests/data/events)
+copied into tonic's layout (320x240 sensor). Every call converts into a fresh folder (the tool's resume
+would skip work).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from tools.bench.harness import Bench
 from tools.bench.photos import build_tree
 
-SHARED_EVENTS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "events" / "sample.aedat4"
+REAL_EVENTS = Path(__file__).resolve().parents[2] / "tests" / "data" / "events" / "sample.aedat4"
 FULL = {"images": 3000, "val_images": 100, "jpeg_quality": 90, "formats": ["ffcv", "dali"],
         "workers": os.cpu_count() or 1, "recordings": 40, "events_per_recording": 150_000, "T": 10,
         "real_copies": 20, "repeats": 3, "warmup": 1, "parts": ["images", "aedat2", "aedat4"]}
@@ -36,7 +37,7 @@ def _case(source: str, src: Path, scratch: Path, fmt: str, count: int, **opts):
 
 
 def _aedat2_tree(root: Path, s: dict) -> Path:
-    from tools.convert.throughput import random_aedat2
+    from tools.bench.synthetic_events import random_aedat2
 
     for c in range(2):
         (root / f"c{c}").mkdir(parents=True, exist_ok=True)
@@ -49,14 +50,15 @@ def _aedat4_tree(root: Path, s: dict) -> tuple[Path, int]:
     """Copies of the real recording in tonic's layout; returns (root, total events)."""
     import tonic
 
-    if not SHARED_EVENTS.is_file():
-        raise FileNotFoundError(f"{SHARED_EVENTS} is missing: put the real recordings in ../shared/data")
-    n_events = len(tonic.io.read_aedat4(str(SHARED_EVENTS)))
+    if not REAL_EVENTS.is_file():
+        raise FileNotFoundError(f"{REAL_EVENTS} is missing: restore it from git (tests/data/README.md) or "
+                                "leave out the part: --set parts=images,aedat2")
+    n_events = len(tonic.io.read_aedat4(str(REAL_EVENTS)))
     for c in range(2):
         d = root / "CIFAR10DVS" / f"c{c}"
         d.mkdir(parents=True, exist_ok=True)
         for i in range(s["real_copies"] // 2):
-            shutil.copyfile(SHARED_EVENTS, d / f"rec_{i}.aedat4")
+            shutil.copyfile(REAL_EVENTS, d / f"rec_{i}.aedat4")
     return root, n_events * 2 * (s["real_copies"] // 2)
 
 

@@ -1,28 +1,33 @@
-"""Mode `model`: train-step and forward-only images/s and peak memory, eager vs compiled.
+"""Mode `model`: train-step and forward-only images/s and peak memory, ours vs the official code.
 
-One configuration = variant, resolution, T, batch, dtype (written "name:res:T:B:dtype"). For each one the
-eager model and (when `compile` is on) `torch.compile` of the same model are timed interleaved, training
-step (forward + backward + AdamW + neuron reset) and inference forward separately. When `official` is on
-and models.bench knows the same configuration (variant, batch, T, resolution), the official implementation
-joins the training comparison through models.bench's worker process (its own spikingjelly 0.0.0.0.14, the
-official code outside this repo, OFFICIAL_DIR), interleaved with ours; the ratio eager/official is recorded.
+One configuration = variant, resolution, T, batch, dtype (written "name:res:T:B:dtype"). Our model is built
+as the trainer builds it (`models.build_model(ModelConfig(...))`); the eager model, `torch.compile` of it
+(`compile`) and the event-driven convolutions (`sparse_conv`: cases `*_sparse`) are timed interleaved,
+training step (forward + loss on the T-mean + backward + AdamW + neuron reset) and inference forward
+separately. With `official` on (CPU, one step per repeat) the official SpikingResformer joins the training
+comparison from a worker process (tools/bench/official.py: the official code outside this repo, found from
+--official PATH or $DASSDP_OFFICIAL, with its own spikingjelly 0.0.0.0.14), eager and, with `compile`,
+compiled; ratios are taken to the official case of the same mode. `malloc_reuse` keeps freed memory in the
+heap in both processes (launch/cpu_malloc.py: what the trainer does on CPU).
 """
 from __future__ import annotations
 
 import copy
-import os
 
 import torch
 
 from tools.bench.harness import Bench, PeakMemory, timed
+from tools.bench.official import OfficialWorker, find_official
 from tools.bench.stepper import Stepper, synthetic_batch
 
 FULL = {"configs": ["spikingresformer_cifar:32:4:32:fp32", "spikingresformer_cifar:32:4:32:bf16",
                     "spikingresformer_ti:224:4:8:fp32", "spikingresformer_ti:224:4:8:bf16"],
-        "compile": True, "official": True, "steps_per_repeat": 1, "warmup": 2,
-        "repeats": 5, "forward": True, "channels_last": True, "neuron_shapes": ["4x16x64x56x56"]}
-QUICK = {**FULL, "configs": ["spikingresformer_cifar:32:4:8:fp32"], "compile": False, "repeats": 3,
-         "warmup": 1, "neuron_shapes": ["4x8x64x32x32"]}
+        "compile": True, "sparse_conv": False, "official": True, "malloc_reuse": False,
+        "steps_per_repeat": 1, "warmup": 2, "repeats": 5, "forward": True, "channels_last": True,
+        "neuron_shapes": ["4x16x64x56x56"]}
+# quick: no official run (it needs the official code set up, see docs/benchmarks.md)
+QUICK = {**FULL, "configs": ["spikingresformer_cifar:32:4:8:fp32"], "compile": False, "official": False,
+         "repeats": 3, "warmup": 1, "neuron_shapes": ["4x8x64x32x32"]}
 
 
 def parse_config(text: str) -> dict:
@@ -40,71 +45,47 @@ def parse_config(text: str) -> dict:
             "classes": ARCHS[name].num_classes}
 
 
-def build(c: dict, s: dict, device: torch.device) -> torch.nn.Module:
-    """Our model for one configuration (models.build_model; channels-last as configured) on `device`."""
+def build(c: dict, s: dict, device: torch.device, sparse_conv: bool = False) -> torch.nn.Module:
+    """Our model for one configuration, built as the trainer builds it (models.build_model), on `device`."""
     from models import build_model
     from models.config import ModelConfig
 
     cfg = ModelConfig(name=c["name"], T=c["T"], num_classes=c["classes"], img_size=c["res"], in_channels=3,
-                      channels_last=s["channels_last"])
+                      channels_last=s["channels_last"], sparse_conv=sparse_conv)
     return build_model(cfg).to(device)
 
 
-class OfficialWorker:
-    """The official implementation in a worker process of models.bench (its own spikingjelly 0.0.0.0.14).
-
-    One case call = one training step timed from here (the pipe adds well under a millisecond).
-    """
-
-    def __init__(self, key: str):
-        from models import bench as mbench
-
-        self.mbench, self.key = mbench, key
-        self.proc = mbench._spawn("official", os.environ.get("OFFICIAL_DIR", "/work/external"))
-
-    @staticmethod
-    def find(c: dict) -> str | None:
-        """The models.bench config key equal to `c` (variant, batch, T, resolution), or None."""
-        try:
-            from models import bench as mbench
-        except ImportError:
-            return None
-        for key, (variant, B, T, px, _) in mbench.CONFIGS.items():
-            if (variant, B, T, px) == (c["name"], c["B"], c["T"], c["res"]):
-                return key
-        return None
-
-    def case(self, dtype: str, images: int):
-        """A harness case: one official training step; returns the number of images."""
-        req = {"config": self.key, "dtype": dtype, "compile": False, "steps": 1, "warmup": 0}
-
-        def run() -> int:
-            out = self.mbench._ask(self.proc, req)
-            if not out.get("ok"):
-                raise RuntimeError(f"official worker failed: {out.get('error')}")
-            return images
-        return run
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-
-
 def steppers(c: dict, s: dict, device: torch.device) -> dict[str, Stepper]:
-    """eager / compiled steppers for one configuration (compiled is a separate copy of the weights)."""
+    """eager / compiled (and *_sparse) steppers for one configuration, each with its own weights."""
     from models import compile_model
 
-    torch.manual_seed(0)
-    model = build(c, s, device)
-    out = {"eager": Stepper(model, dtype=c["dtype"])}
-    if s["compile"]:
-        twin = copy.deepcopy(model)
-        out["compiled"] = Stepper(twin, dtype=c["dtype"], forward_model=compile_model(twin))
+    out = {}
+    for suffix, sparse in (("", False), ("_sparse", True)) if s["sparse_conv"] else (("", False),):
+        torch.manual_seed(0)
+        model = build(c, s, device, sparse_conv=sparse)
+        out["eager" + suffix] = Stepper(model, dtype=c["dtype"])
+        if s["compile"]:
+            twin = copy.deepcopy(model)
+            out["compiled" + suffix] = Stepper(twin, dtype=c["dtype"], forward_model=compile_model(twin))
+    return out
+
+
+def official_cases(bench: Bench, worker: OfficialWorker, c: dict, s: dict, label: str) -> dict:
+    """{"official": case[, "official_compiled": case]} for the cells the official code can build."""
+    out = {}
+    for name, compile in (("official", False), ("official_compiled", True))[: 2 if s["compile"] else 1]:
+        req = {"variant": c["name"], "B": c["B"], "T": c["T"], "px": c["res"], "classes": c["classes"],
+               "dtype": c["dtype"], "compile": compile, "steps": 0, "warmup": 0}
+        probe = worker.ask(req)  # builds the cell (and its settle steps) before anything is timed
+        if probe.get("ok"):
+            out[name] = worker.case(c, compile)
+        else:
+            bench.notes.append(f"model {label}: no {name} run: {probe.get('error')}")
     return out
 
 
 def run_config(bench: Bench, c: dict, s: dict) -> None:
-    """Time one configuration: training step (with the official code if it matches) and forward."""
+    """Time one configuration: training step (with the official code when asked) and forward."""
     dev = bench.device
     st = steppers(c, s, dev)
     x, y = synthetic_batch(c["B"], 3, c["res"], c["classes"], dev, channels_last=s["channels_last"])
@@ -112,15 +93,20 @@ def run_config(bench: Bench, c: dict, s: dict) -> None:
     extra = {"label": label, "config": c}
     n = s["steps_per_repeat"]
     train = {k: _images(v.case(x, y, n), c["B"]) for k, v in st.items()}
-    key = OfficialWorker.find(c) if s["official"] and dev.type == "cpu" and n == 1 else None
-    worker = OfficialWorker(key) if key else None
-    if worker:
-        train["official"] = worker.case(c["dtype"], c["B"])
+    worker = None
+    if s["official"] and dev.type == "cpu" and n == 1:
+        from launch.cpu_malloc import ENV
+
+        worker = OfficialWorker(s["official_path"], ENV if s["malloc_reuse"] else None)
     elif s["official"]:
-        bench.notes.append(f"model {label}: no official run (models.bench.CONFIGS has no such configuration)")
+        bench.notes.append(f"model {label}: no official run (it runs on CPU with steps_per_repeat=1)")
     try:
-        bench.compare(train, metric="train_images_per_s", unit="images/s", warmup=s["warmup"],
-                      repeats=s["repeats"], baseline="official" if worker else "eager", **extra)
+        official = official_cases(bench, worker, c, s, label) if worker else {}
+        if worker and worker.spikingjelly:
+            bench.notes.append(f"official worker: spikingjelly {worker.spikingjelly}, {s['official_path']}")
+        for group, base in _groups({**train, **official}):
+            bench.compare(group, metric="train_images_per_s", unit="images/s", warmup=s["warmup"],
+                          repeats=s["repeats"], baseline=base, **extra)
     finally:
         if worker:
             worker.close()
@@ -132,6 +118,22 @@ def run_config(bench: Bench, c: dict, s: dict) -> None:
         with PeakMemory(dev) as pm:
             timed(v.case(x, y, 1), dev)
         bench.add(k, "train_peak_memory", "MiB", [pm.mib], memory_method=pm.method, **extra)
+
+
+def _groups(cases: dict) -> list[tuple[dict, str | None]]:
+    """Cases to compare and their baseline: with the official code, eager cases against `official` and
+    compiled ones against `official_compiled`; without it, everything against `eager`."""
+    if not any(k.startswith("official") for k in cases):
+        return [(cases, "eager" if len(cases) > 1 else None)]
+    out = []
+    for base in ("official", "official_compiled"):
+        mode = "compiled" if base.endswith("compiled") else "eager"
+        group = {k: v for k, v in cases.items() if k == base or k.startswith(mode)}
+        if base in group:
+            out.append((group, base))
+        elif group:
+            out.append((group, None))
+    return out
 
 
 def _images(case, B: int):
@@ -182,8 +184,16 @@ def run_neurons(bench: Bench, shape: str) -> None:
 
 
 def run(bench: Bench, s: dict, cache) -> None:
-    """Every configuration in turn."""
-    for text in s["configs"]:
-        run_config(bench, parse_config(text), s)
+    """Every configuration in turn (the official folder is checked before anything is timed)."""
+    configs = [parse_config(text) for text in s["configs"]]
+    if s["official"] and configs and bench.device.type == "cpu" and s["steps_per_repeat"] == 1:
+        s = {**s, "official_path": find_official(s.get("official_path"))}
+    if s["malloc_reuse"]:
+        from launch.cpu_malloc import keep_freed_memory
+
+        if not keep_freed_memory():
+            bench.notes.append("malloc_reuse: not glibc, the allocator was left alone")
+    for c in configs:
+        run_config(bench, c, s)
     for shape in s["neuron_shapes"]:
         run_neurons(bench, shape)

@@ -24,6 +24,8 @@ def validate(doc: dict) -> None:
         missing = [k for k in REQUIRED_RATIO_KEYS if k not in rec]
         if missing:
             raise ValueError(f"ratios[{i}] lacks {missing}")
+    if "vector_isa" not in doc["environment"].get("hardware", {}):
+        raise ValueError("benchmark JSON lacks environment.hardware.vector_isa (the CPU's vector ISA)")
 
 
 def write_json(doc: dict, path: str | Path) -> Path:
@@ -87,9 +89,20 @@ def _bar_chart(plt, recs: list[dict], title: str, unit: str, path: Path, ref: fl
     return path
 
 
+def header(doc: dict) -> str:
+    """What the figures were measured on, in one line: CPU and its vector ISA, cores, torch, threads, git."""
+    e = doc["environment"]
+    hw = e["hardware"]
+    gpus = ", ".join(g["name"] for g in hw.get("gpus", [])) or "no GPU"
+    return (f"{hw['cpu']} ({hw['vector_isa']}), {hw['usable_cores']} cores, {gpus}, torch "
+            f"{e['versions']['torch']}, torch threads {e['threads']['torch_intra_op']}, "
+            f"git {str(e['git']['commit'])[:8]}{'-dirty' if e['git']['dirty'] else ''}")
+
+
 def format_table(doc: dict) -> str:
-    """Plain-text table of results and ratios."""
-    lines = [f"{'mode':8} {'case':34} {'metric':22} {'median':>11} {'min':>11} {'max':>11}  unit"]
+    """Plain-text table of results and ratios, under the header line."""
+    lines = [f"# {header(doc)}",
+             f"{'mode':8} {'case':34} {'metric':22} {'median':>11} {'min':>11} {'max':>11}  unit"]
     for r in doc["results"]:
         lines.append(f"{r['mode']:8} {_label(r)[:34]:34} {r['metric'][:22]:22} {r['median']:11.4g} "
                      f"{r['min']:11.4g} {r['max']:11.4g}  {r['unit']}")
@@ -103,9 +116,8 @@ def format_table(doc: dict) -> str:
 def markdown(doc: dict) -> str:
     """Results and ratios of one document as Markdown tables (for docs/benchmarks.md)."""
     e = doc["environment"]
-    head = (f"`{' '.join(doc['command'])}` — {e['hardware']['cpu']}, {e['hardware']['usable_cores']} cores, "
-            f"torch threads {e['threads']['torch_intra_op']}, load average {e['load_average_start'][0]} -> "
-            f"{e['load_average_end'][0]}, git {str(e['git']['commit'])[:8]}")
+    head = (f"`{' '.join(doc['command'])}` — {header(doc)}, load average {e['load_average_start'][0]} -> "
+            f"{e['load_average_end'][0]}")
     lines = [head, "", "| case | metric | median | min | max | unit |", "|---|---|---:|---:|---:|---|"]
     for r in doc["results"]:
         lines.append(f"| {_label(r)} | {r['metric']} | {r['median']:.4g} | {r['min']:.4g} | {r['max']:.4g} "

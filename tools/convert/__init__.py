@@ -4,13 +4,11 @@ Python API:
     convert(source, src_path, out, fmt, **opts) -> manifest dict
     verify(out) -> {"files": n, "train": n, "val": n}
     read_samples(out, split) -> iterator of (array, label)
-    measure_throughput(...) -> {"images_per_s": .., "events_per_s": .., ...}
 """
 
 from .api import SOURCES, convert, scan
 from .common import ConvertError
 from .events import events_to_frames, read_aedat2, read_aedat4
-from .throughput import measure_throughput
 from .verify import load_manifest, read_samples, verify
 
 __all__ = [
@@ -19,7 +17,6 @@ __all__ = [
     "convert",
     "events_to_frames",
     "load_manifest",
-    "measure_throughput",
     "read_aedat2",
     "read_aedat4",
     "read_samples",
