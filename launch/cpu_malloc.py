@@ -7,7 +7,7 @@ page): on a 2-core machine that is a quarter or more of a SpikingResformer train
 high trim threshold, freed blocks stay in the heap and the next step reuses most of them. Cost: the process
 does not give memory back between steps (peak RSS measured +17 % for spikingresformer_cifar B=32).
 
-Equivalent environment for a whole process from its start (what `models.bench --malloc-reuse` sets for
+Equivalent environment for a whole process from its start (what `dassdp-bench model --set malloc_reuse=true` sets for
 both implementations): MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=67108864.
 """
 from __future__ import annotations
@@ -31,3 +31,8 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator alone
         return False
     return all(mallopt(param, value) == 1 for param, _, value in _SETTINGS)
+
+
+def tune_for(device_type: str, enabled: bool) -> bool:
+    """`keep_freed_memory()` for a CPU run with `train.cpu_malloc_reuse`; False where nothing changed."""
+    return enabled and device_type == "cpu" and keep_freed_memory()
