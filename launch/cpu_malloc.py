@@ -7,8 +7,8 @@ page): on a 2-core machine that is a quarter or more of a SpikingResformer train
 high trim threshold, freed blocks stay in the heap and the next step reuses most of them. Cost: the process
 does not give memory back between steps (peak RSS measured +17 % for spikingresformer_cifar B=32).
 
-Equivalent environment for a whole process from its start (what `dassdp-bench model --set malloc_reuse=true` sets for
-both implementations): MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=67108864.
+Equivalent environment for a whole process from its start (what `dassdp-bench model --set malloc_reuse=true`
+sets for the official worker): MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=67108864.
 """
 from __future__ import annotations
 
