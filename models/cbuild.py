@@ -1,9 +1,14 @@
 """Build the models' C kernels (models/*.c) on first use with the host compiler, into a shared cache.
 
-`Kernels(source, flags, declare)` compiles `source` with `cc <flags>` (OpenMP on: the kernels share torch's
-OpenMP team, the libgomp torch loaded) into `$SPIKINGRESFORMER_CACHE` (else `~/.cache/spikingresformer`),
-keyed by the source, compiler, flags and CPU, so a changed file or another machine builds anew; the file is
-written under a temporary name and renamed, so concurrent builders (DDP ranks) each land a whole file.
+`Kernels(source, flags, declare)` compiles `source` with `cc -march=<arch> <flags>` (OpenMP on: the kernels
+share torch's OpenMP team, the libgomp torch loaded) into `$SPIKINGRESFORMER_CACHE` (else
+`~/.cache/spikingresformer`), keyed by the source, compiler, flags (the arch among them) and CPU, so a changed
+file or another machine builds anew; the file is written under a temporary name and renamed, so concurrent
+builders (DDP ranks) each land a whole file.
+
+The instruction set is the host's (`-march=native`) unless `$DASSDP_KERNEL_ARCH` names a GCC `-march` level,
+e.g. `x86-64-v3` (AVX2 and FMA, no AVX-512) or `x86-64` (SSE2): a build for the CPUs of a cluster or CI
+runners other than this one, and how the tests run the kernels' non-AVX-512 paths on an AVX-512 machine.
 `.library()` returns the loaded ctypes library, or None with `.unavailable_reason()` saying why (no
 compiler, a compile error).
 """
@@ -13,6 +18,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +26,16 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-BASE_FLAGS = ["-O3", "-march=native", "-std=gnu11", "-fopenmp", "-fPIC", "-shared"]
+BASE_FLAGS = ["-O3", "-std=gnu11", "-fopenmp", "-fPIC", "-shared"]
+ARCH_ENV = "DASSDP_KERNEL_ARCH"
+
+
+def kernel_arch(arch: str | None = None) -> str:
+    """The `-march` level the kernels are built for: `arch`, else `$DASSDP_KERNEL_ARCH`, else "native"."""
+    value = (arch or os.environ.get(ARCH_ENV) or "native").strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", value):  # it goes onto the compiler's command line
+        raise ValueError(f"{ARCH_ENV}={value!r} is not a -march level: use e.g. native, x86-64-v3 or x86-64")
+    return value
 
 
 def _cpu_id() -> str:
@@ -51,6 +66,7 @@ def vector_isa(flags: frozenset[str] | None = None) -> str:
 
 
 def cache_dir() -> Path:
+    """Where built kernels (and per-machine verdicts such as launch.precision's) are kept."""
     root = os.environ.get("SPIKINGRESFORMER_CACHE")
     if root:
         return Path(root)
@@ -58,11 +74,14 @@ def cache_dir() -> Path:
 
 
 class Kernels:
-    """One C file's compiled kernels, built once per process (thread-safe); `declare(lib)` sets the
-    ctypes prototypes."""
+    """One C file's compiled kernels, built once per process (thread-safe) for `arch` (None: `kernel_arch()`
+    when first built); `declare(lib)` sets the ctypes prototypes."""
 
-    def __init__(self, source: Path, flags: list[str], declare: Callable[[ctypes.CDLL], None]):
-        self.source, self.flags, self._declare = Path(source), [*BASE_FLAGS, *flags], declare
+    def __init__(self, source: Path, flags: list[str], declare: Callable[[ctypes.CDLL], None],
+                 arch: str | None = None):
+        self.source, self.extra_flags, self._declare = Path(source), list(flags), declare
+        self.arch = arch
+        self.path: Path | None = None  # the built shared library, once built
         self._lib: ctypes.CDLL | None = None
         self._error: str | None = None
         self._lock = threading.Lock()
@@ -74,7 +93,8 @@ class Kernels:
         cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
         if not cc:
             raise RuntimeError("no C compiler found (install gcc, or set CC)")
-        key = hashlib.sha256(b"\0".join([self.source.read_bytes(), cc.encode(), " ".join(self.flags).encode(),
+        flags = self.flags()
+        key = hashlib.sha256(b"\0".join([self.source.read_bytes(), cc.encode(), " ".join(flags).encode(),
                                           platform.machine().encode(), _cpu_id().encode()])).hexdigest()[:16]
         out = cache_dir() / f"{self.source.stem}-{key}.so"
         if not out.exists():
@@ -82,17 +102,22 @@ class Kernels:
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
             os.close(fd)
             try:
-                r = subprocess.run([cc, *self.flags, str(self.source), "-o", tmp], capture_output=True,
-                                   text=True)
+                r = subprocess.run([cc, *flags, str(self.source), "-o", tmp], capture_output=True, text=True)
                 if r.returncode:
-                    raise RuntimeError(f"{cc} failed on {self.source}: {r.stderr.strip()[-2000:]}")
+                    march = next(f for f in flags if f.startswith("-march="))
+                    raise RuntimeError(f"{cc} {march} failed on {self.source}: {r.stderr.strip()[-2000:]}")
                 os.replace(tmp, out)  # atomic: concurrent builders each land a whole file
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         lib = ctypes.CDLL(str(out))
         self._declare(lib)
+        self.path = out
         return lib
+
+    def flags(self) -> list[str]:
+        """The compiler flags of this build (the `-march` level resolved now)."""
+        return [*BASE_FLAGS, f"-march={kernel_arch(self.arch)}", *self.extra_flags]
 
     def library(self) -> ctypes.CDLL | None:
         """The compiled kernels, built on first call; None if they cannot be built."""
@@ -100,7 +125,7 @@ class Kernels:
             if self._lib is None and self._error is None:
                 try:
                     self._lib = self._build()
-                except (OSError, RuntimeError) as e:
+                except (OSError, RuntimeError, ValueError) as e:
                     self._error = str(e)
             return self._lib
 

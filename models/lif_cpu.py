@@ -12,9 +12,11 @@ trace block by block from the saved input instead of keeping a [T, N] float32 co
 bfloat16 tensors are read and written as their 16-bit patterns (exact widening, round-to-nearest-even
 narrowing as torch does), so autocast costs no conversion passes; other dtypes are converted around the
 float32 kernel. The kernels release the GIL and run in torch's OpenMP team (the libgomp torch loaded), so
-they never compete with torch's spinning worker threads for the cores. They are compiled on first use
-(models/cbuild.py); where no C compiler is available the neurons use spikingjelly's CPU op instead
-(models/neurons.py warns once). CPU only; on CUDA the model uses spikingjelly's Triton kernels.
+they never compete with torch's spinning worker threads for the cores. They are plain C (no intrinsics:
+the compiler vectorizes for whatever `-march` level models/cbuild.py builds for, with the same bits on every
+level; tests/models/test_kernels_isa.py checks AVX2 and SSE2 builds), compiled on first use; where no C
+compiler is available the neurons use spikingjelly's CPU op instead (models/neurons.py warns once). CPU
+only; on CUDA the model uses spikingjelly's Triton kernels.
 """
 from __future__ import annotations
 

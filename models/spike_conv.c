@@ -4,9 +4,11 @@
  * weights (and the weight-gradient accumulator) float32 [G, k, k, Cin/G, Cout/G]. Each image's nonzero
  * inputs are first listed per (pixel, group) (CSR); then every output pixel sums `value * weight row`
  * over the nonzero inputs under its window, up to 256 output channels at a time held in vector registers.
- * Built by models/spike_conv.py with the host compiler (-O3 -march=native); plain C with GCC vector
- * extensions and OpenMP, no other dependencies. Called through ctypes (the GIL is released); the images
- * are shared out over the threads of torch's OpenMP team.
+ * Built by models/spike_conv.py with the host compiler (-O3 -march=native, or the level models/cbuild.py
+ * is given); plain C with GCC vector extensions and OpenMP, no other dependencies. The one intrinsics path
+ * (AVX-512BW in gather) has a portable twin used on every other CPU (AVX2, SSE2, Arm); the tests run both.
+ * Called through ctypes (the GIL is released); the images are shared out over the threads of torch's
+ * OpenMP team.
  */
 #include <stdint.h>
 #include <stdlib.h>

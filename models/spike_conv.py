@@ -13,9 +13,11 @@ opaque to torch.compile. float32 and bfloat16 (bf16 read as its 16-bit patterns,
 outputs rounded as torch rounds); the results equal the dense convolution's up to summation order.
 
 The kernels (models/spike_conv.c, plain C with OpenMP: they run in torch's own thread team) are compiled on
-first use with the host C compiler (models/cbuild.py: `-O3 -march=native`, cached by source, compiler and
-CPU in `$SPIKINGRESFORMER_CACHE`, else `~/.cache/spikingresformer`). CPU only; the model uses them for CPU
-tensors when `sparse_conv` is on.
+first use with the host C compiler (models/cbuild.py: `-O3 -march=native`, or `$DASSDP_KERNEL_ARCH`; cached
+by source, compiler, flags and CPU in `$SPIKINGRESFORMER_CACHE`, else `~/.cache/spikingresformer`). With
+AVX-512 the input lists are gathered with compress instructions, elsewhere by a portable loop; both are
+tested (tests/models/test_kernels_isa.py). CPU only; the model uses them for CPU tensors when `sparse_conv`
+is on.
 """
 from __future__ import annotations
 

@@ -25,8 +25,9 @@ def _kernels_built():
 def _spikes(shape, density, dtype, values=False, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand(shape, generator=g) < density).float()  # [N, C, H, W]
-    if values:  # not only spikes: the kernels must use the values, not assume 1
-        x = x * torch.randn(shape, generator=g)
+    if values:  # not only spikes: the kernels must use the values, not assume 1 (zeros stay +0.0: a -0.0
+        # is a nonzero bit pattern, listed like a spike, and would leave no block of 16 zeros to skip)
+        x = torch.where(x != 0, torch.randn(shape, generator=g), 0.0)
     return x.to(dtype).contiguous(memory_format=torch.channels_last)
 
 
