@@ -10,8 +10,8 @@ class DataConfig:
     """Dataset, loader backend and the recipe's augmentations."""
 
     dataset: Literal[
-        "imagenet", "cifar10", "cifar100", "cifar10dvs", "dvs128gesture", "fashion_mnist", "folder"
-    ] = "imagenet"
+        "imagenet", "cifar10", "cifar100", "cifar10dvs", "dvs128gesture", "fashion_mnist", "folder", "events"
+    ] = "imagenet"  # "events": any tree converted by `dassdp-convert events` (backend dvs, DVS recipe)
     backend: Literal["torchvision", "ffcv", "dali", "dvs"] = "torchvision"
     path: str = "./datasets"  # source tree (torchvision) or converted folder (ffcv/dali/dvs)
     batch_size: int = 32  # per process
@@ -31,4 +31,4 @@ class DataConfig:
     os_cache: bool = True  # ffcv: page cache (True) or process memory (False)
     order: Literal["random", "quasi_random", "sequential"] = "random"  # train sample order (all backends)
     drop_last: bool = True  # training batches only
-    num_classes: int | None = None  # "folder" datasets: None means read from the manifest
+    num_classes: int | None = None  # "folder": None means read from the manifest; "events": must be set

@@ -22,12 +22,13 @@ class DVSLoader(Loader):
         self.manifest = require_manifest(self.cfg.path, fmt)
         if self.manifest.get("kind") != "frames":
             raise ValueError(f"{root}/manifest.json says kind={self.manifest.get('kind')!r}; backend dvs "
-                             f"reads event frames (convert with dassdp-convert cifar10dvs/dvs128gesture)")
+                             "reads event frames (convert with dassdp-convert events or cifar10dvs)")
         stored_T = (self.manifest.get("frames") or {}).get("T") or (self.manifest.get("shapes", {})
                                                                      .get("frames", [None])[0])
         if self.T is not None and stored_T is not None and int(stored_T) != int(self.T):
             raise ValueError(f"{root} holds T={stored_T} frames per sample but the model wants T={self.T}: "
                              f"re-convert with --T {self.T}")
+        self._check_classes(root)
         self._ffcv = None
         if fmt == "ffcv":
             self.beton, self.arrays = beton_path(self.cfg.path, self.split), None
@@ -36,6 +37,13 @@ class DVSLoader(Loader):
                 (self.manifest.get("shapes") or {}).get("frames"))
         self.arrays = ArrayShards(root / self.split, "frames", *meta)
         return self.arrays.labels
+
+    def _check_classes(self, root: Path) -> None:
+        """An `events` dataset has no fixed class count: data.num_classes must equal the manifest's."""
+        n = len(self.manifest.get("classes") or [])
+        if self.cfg.dataset == "events" and self.recipe.num_classes != n:
+            raise ValueError(f"{root}/manifest.json lists {n} classes but data.num_classes="
+                             f"{self.recipe.num_classes}: set data.num_classes={n}")
 
     def _build(self):
         from ffcv.fields.basics import IntDecoder

@@ -19,7 +19,7 @@ CLASSES = {"imagenet": 1000, "cifar10": 10, "cifar100": 100, "fashion_mnist": 10
            "dvs128gesture": 11}
 # (mixup_alpha, cutmix_alpha): ImageNet recipe 0.2 / 1.0; CIFAR recipe mixup 0.5 only.
 MIXUP = {"imagenet": (0.2, 1.0), "folder": (0.2, 1.0)}
-DVS = ("cifar10dvs", "dvs128gesture")
+DVS = ("cifar10dvs", "dvs128gesture", "events")
 TINY = ("cifar10", "cifar100", "fashion_mnist")  # resize only, no random crop (recipe)
 
 

@@ -35,19 +35,7 @@ def _common(p: argparse.ArgumentParser, events: bool) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a finished conversion in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     if events:
-        p.add_argument("--T", type=int, default=10, help="frames per sample (recipe: 10 or 16)")
-        p.add_argument(
-            "--sensor-size", type=_size, default=(128, 128), help="frame size WxH (default 128x128)"
-        )
-        p.add_argument(
-            "--crop", action="store_true", help="drop events outside --sensor-size instead of failing"
-        )
-        p.add_argument(
-            "--no-aedat4-transpose",
-            dest="aedat4_transpose",
-            action="store_false",
-            help="keep tonic's AEDAT4 orientation (default: swap x/y to the AEDAT 2.0 orientation)",
-        )
+        _frames_options(p, generic=p.prog.endswith(" events"))
         return
     p.add_argument("--max-resolution", type=int, help="resize so the longest side is at most this")
     p.add_argument("--jpeg-quality", type=int, default=90)
@@ -68,6 +56,46 @@ def _common(p: argparse.ArgumentParser, events: bool) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the 'proportion' choice")
 
 
+def _frames_options(p: argparse.ArgumentParser, generic: bool) -> None:
+    p.add_argument(
+        "--T", "--frames", dest="T", type=int, default=10, help="frames per sample (recipe: 10 or 16)"
+    )
+    p.add_argument("--crop", action="store_true", help="drop events outside --sensor-size instead of failing")
+    if not generic:
+        p.add_argument(
+            "--sensor-size", type=_size, default=(128, 128), help="frame size WxH (default 128x128)"
+        )
+        p.add_argument(
+            "--no-aedat4-transpose",
+            dest="aedat4_transpose",
+            action="store_false",
+            help="keep tonic's AEDAT4 orientation (default: swap x/y to the AEDAT 2.0 orientation)",
+        )
+        return
+    p.add_argument(
+        "--sensor-size", type=_size, help="frame size WxH (default: from the files; needed for .bin and .npy)"
+    )
+    p.add_argument(
+        "--split-by",
+        choices=["number", "time"],
+        default="number",
+        help="frames of equal event count, or T equal time windows over each recording",
+    )
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--train-per-class", type=int, help="first N recordings per class train, rest val")
+    split.add_argument(
+        "--val-fraction",
+        type=float,
+        help="last share of each class -> val (default 0.1 when neither is given)",
+    )
+    p.add_argument(
+        "--order",
+        choices=["lexical", "natural"],
+        default="lexical",
+        help="file order inside a class before the split (lexical: torchvision DatasetFolder)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of dassdp-convert."""
     ap = argparse.ArgumentParser(prog="dassdp-convert", description=__doc__)
@@ -80,9 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("fashion-mnist", "idx-ubyte files (.gz or not)"),
         ("cifar10dvs", "tonic CIFAR10DVS/<class>/*.aedat4 or the AEDAT 2.0 release"),
         ("dvs128gesture", "the DvsGesture AEDAT 3.1 release or tonic's ibmGestureTrain/Test tree"),
+        (
+            "events",
+            "any class-folder tree of recordings: .aedat4, .aedat (2.0), .bin (N-MNIST), .npy (tonic)",
+        ),
     ):
         p = sub.add_parser(name, help=help_, prog=f"dassdp-convert {name}")
-        _common(p, events=name in ("cifar10dvs", "dvs128gesture"))
+        _common(p, events=name in ("cifar10dvs", "dvs128gesture", "events"))
         if name == "folder":
             p.add_argument("--val-fraction", type=float, default=0.1, help="last share of each class -> val")
         if name == "cifar100":
@@ -96,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument(
                 "--order",
-                choices=["natural", "lexical"],
-                default="natural",
-                help="file order inside a class (lexical = torchvision DatasetFolder)",
+                choices=["lexical", "natural"],
+                default="lexical",
+                help="file order inside a class before the split; lexical (torchvision DatasetFolder) gives "
+                "the official split, natural puts x_2 before x_10",
             )
     v = sub.add_parser("verify", help="re-read OUT and check it against its manifest")
     v.add_argument("out")

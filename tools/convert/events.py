@@ -74,19 +74,43 @@ def read_aedat4(path: Path, transpose: bool = True) -> dict[str, np.ndarray]:
     return out
 
 
+def frame_of_events(ev: dict[str, np.ndarray], T: int, split_by: str = "number") -> np.ndarray:
+    """Frame index int64 [n] of each event, spikingjelly's two rules.
+
+    number: in arrival order, frame i holds events [i*q, (i+1)*q) with q = n // T; the last takes the rest.
+    time:   frame i holds t in [t0 + i*dt, t0 + (i+1)*dt) with dt = (t_max - t0) // T (>= 1, the unit of t),
+            t0 = t_min; the last frame runs to t_max. Equal windows over the recording's duration.
+    """
+    n = len(ev["t"])
+    if split_by == "time":
+        t = ev["t"].astype(np.int64)
+        t0 = t.min()
+        dt = max((int(t.max()) - int(t0)) // T, 1)
+        return np.minimum((t - t0) // dt, T - 1)
+    if split_by != "number":
+        raise ConvertError(f"--split-by {split_by}: use 'number' or 'time'.")
+    q = n // T
+    if q == 0:
+        return np.full(n, T - 1, np.int64)
+    return np.minimum(np.arange(n, dtype=np.int64) // q, T - 1)
+
+
 def events_to_frames(
-    ev: dict[str, np.ndarray], T: int, size: tuple[int, int], *, crop: bool = False, path: str = "<events>"
+    ev: dict[str, np.ndarray],
+    T: int,
+    size: tuple[int, int],
+    *,
+    split_by: str = "number",
+    crop: bool = False,
+    path: str = "<events>",
 ) -> np.ndarray:
-    """T frames by equal event count, 2 polarity channels -> uint16 [T, 2, H, W] (spikingjelly 'number')."""
+    """T frames (by event count or time window), 2 polarity channels -> uint16 [T, 2, H, W] (spikingjelly)."""
     W, H = size
     x, y, p = ev["x"], ev["y"], ev["p"]
     n = len(x)
     if n == 0:
         raise ConvertError(f"{path}: no events; the recording is empty or truncated.")
-    frame = np.full(n, T - 1, np.int64)
-    q = n // T
-    if q > 0:
-        frame = np.minimum(np.arange(n, dtype=np.int64) // q, T - 1)
+    frame = frame_of_events(ev, T, split_by)  # [n]
     inside = (x >= 0) & (x < W) & (y >= 0) & (y < H) & ((p == 0) | (p == 1))
     if not inside.all():
         if not crop:
@@ -138,10 +162,14 @@ def scan_cifar10dvs(
     root: Path,
     layout: str = "auto",
     train_per_class: int = 900,
-    order: str = "natural",
+    order: str = "lexical",
     transpose: bool = True,
 ) -> Plan:
-    """CIFAR10-DVS class tree (tonic AEDAT4 or AEDAT 2.0) -> plan; first `train_per_class` per class train."""
+    """CIFAR10-DVS class tree (tonic AEDAT4 or AEDAT 2.0) -> plan; first `train_per_class` per class train.
+
+    The official split is the first 900 / last 100 recordings of each class in torchvision DatasetFolder
+    order, i.e. lexical (`cifar10_cat_10` before `cifar10_cat_2`); `order="natural"` sorts numbers by value.
+    """
     root = Path(root).resolve()
     found, base = _detect_layout(root)
     if layout not in ("auto", found):

@@ -31,6 +31,7 @@ BYTE_OPTIONS = (
     "sensor_size",
     "crop",
     "aedat4_transpose",
+    "split_by",
     "shard_size",
 )
 
@@ -50,6 +51,7 @@ def resolve_options(plan: Plan, fmt: str, opts: dict) -> dict:
         "sensor_size": (128, 128),
         "crop": False,
         "aedat4_transpose": True,
+        "split_by": "number",
         "shard_size": None,
         "skip_corrupt": False,
         "workers": None,
@@ -69,6 +71,8 @@ def resolve_options(plan: Plan, fmt: str, opts: dict) -> dict:
         raise ConvertError(f"--compress-probability {o['compress_probability']}: must be in [0, 1].")
     if int(o["shard_size"]) < 1 or int(o["T"]) < 1:
         raise ConvertError("--shard-size and --T must be >= 1.")
+    if o["split_by"] not in ("number", "time"):
+        raise ConvertError(f"--split-by {o['split_by']}: use 'number' or 'time'.")
     o["sensor_size"] = [int(v) for v in o["sensor_size"]]
     return o
 
@@ -83,6 +87,7 @@ def _units(plan: Plan, fmt: str, opts: dict, work: Path) -> list[dict]:
             spec = {
                 "fmt": fmt,
                 "kind": plan.kind,
+                "reader": plan.reader,
                 "split": split,
                 "name": f"{u:05d}",
                 "start": start,
@@ -97,7 +102,8 @@ def _units(plan: Plan, fmt: str, opts: dict, work: Path) -> list[dict]:
                 spec["files"] = sp.files[sl]
                 ident = [file_fingerprint(Path(f)) for f in spec["files"]]
             spec["inputs"] = hash_obj(
-                [VERSION, fmt, plan.kind, split, start, byte_opts, ident, spec["labels"].tolist()]
+                [VERSION, fmt, plan.kind, plan.reader, split, start, byte_opts, ident,
+                 spec["labels"].tolist()]
             )
             specs.append(spec)
     return specs
@@ -302,7 +308,7 @@ def _manifest(plan: Plan, fmt: str, opts: dict, files: dict, splits: dict, recor
         m["frames"] = {
             "T": opts["T"],
             "sensor_size": opts["sensor_size"],
-            "split_by": "number",
+            "split_by": opts["split_by"],
             "max_count": max([r["max_count"] or 0 for r in records] + [0]),
         }
     return m

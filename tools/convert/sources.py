@@ -46,6 +46,7 @@ class Plan:
     input_kind: str  # "files" (images), "array" (tiny images), "events"
     classes: list[str]
     splits: dict[str, Split] = field(default_factory=dict)
+    reader: str = "dataset"  # event samples: the dataset's own readers, or "events" (reader by extension)
 
     @property
     def kind(self) -> str:
@@ -53,6 +54,9 @@ class Plan:
 
 
 def _class_files(folder: Path, exts: tuple[str, ...], order: str = "natural") -> list[Path]:
+    """Files of one class folder in `order`: lexical (str sort, torchvision DatasetFolder) or natural."""
+    if order not in ("lexical", "natural"):
+        raise ConvertError(f"--order {order}: use 'lexical' or 'natural'.")
     key = (lambda p: natural_key(p.name)) if order == "natural" else (lambda p: p.name)
     files = [
         p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts

@@ -12,6 +12,7 @@ import numpy as np
 
 from .common import ConvertError, atomic_write_bytes, npy_bytes, sha256_bytes
 from .events import events_to_frames, load_events
+from .recordings import read_recording
 from .wds import build_tar
 
 IMAGE_MODES = {"jpg": 0, "raw": 1}  # ffcv.fields.rgb_image.IMAGE_MODES
@@ -158,9 +159,13 @@ def _unit_frames(spec: dict, skipped: list) -> tuple[dict[str, bytes], list[int]
     opts, frames, labels = spec["opts"], [], []
     for path, lab in zip(spec["files"], spec["labels"]):
         try:
-            ev = load_events(path, opts["aedat4_transpose"])
+            if spec.get("reader") == "events":
+                ev = read_recording(path)
+            else:
+                ev = load_events(path, opts["aedat4_transpose"])
+            size = tuple(opts["sensor_size"])
             frames.append(
-                events_to_frames(ev, opts["T"], tuple(opts["sensor_size"]), crop=opts["crop"], path=path)
+                events_to_frames(ev, opts["T"], size, split_by=opts["split_by"], crop=opts["crop"], path=path)
             )
             labels.append(int(lab))
         except ConvertError as e:
