@@ -1,4 +1,4 @@
-"""Mode `convert`: dassdp-convert throughput, images/s and events/s, ffcv vs dali interleaved.
+"""Mode `convert`: images/s and events/s of dassdp-convert, ffcv vs dali interleaved.
 
 Images: the real-photo JPEG tree of the loaders mode (500x375, quality 90), source `imagenet`.
 Events: (a) CIFAR10-DVS release files (AEDAT 2.0, 128x128) with random events
