@@ -1,11 +1,12 @@
-"""DA-SSDP: synchrony-gated, dopamine-modulated plasticity as a post-optimizer-step training hook."""
+"""DA-SSDP: synchrony-gated, dopamine-modulated plasticity as a post-optimizer-step training hook.
+
+`HOOK` declares the hook to the trainer's registry (`launch.hooks`) as plain data: its YAML section
+`dassdp:` (`DASSDPConfig`, switched by `enabled`) and its factory. This package never imports `launch`.
+"""
 from dassdp.config import PRESETS, DASSDPConfig
-from dassdp.hook import DASSDPHook, TrainingHook
+from dassdp.hook import DASSDPHook
 from dassdp.sites import SiteError
 
-__all__ = ["DASSDPConfig", "DASSDPHook", "PRESETS", "SiteError", "TrainingHook", "build_hook"]
+__all__ = ["DASSDPConfig", "DASSDPHook", "HOOK", "PRESETS", "SiteError"]
 
-
-def build_hook(cfg: DASSDPConfig) -> DASSDPHook | None:
-    """The DA-SSDP hook when `dassdp.enabled`, else None."""
-    return DASSDPHook(cfg) if cfg.enabled else None
+HOOK = {"name": "dassdp", "config": DASSDPConfig, "build": DASSDPHook}

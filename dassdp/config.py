@@ -17,7 +17,7 @@ SITES = ("classifier", "first_last_stage_dssa")  # the authors' two sites (Spiki
 class DASSDPConfig:
     """DA-SSDP hyperparameters; defaults reproduce the authors' code (see docs/dassdp.md, presets)."""
 
-    enabled: bool = False  # attach the rule (a post-optimizer-step hook; training only)
+    enabled: bool = False  # attach the rule (the trainer builds the hook only when true; training only)
     preset: Literal["code", "paper"] = "code"  # fills latency/a_minus when they are null: code or paper
     warmup_epochs: int = 100  # epochs that only record gate statistics
     warmup_steps: int | None = None  # overrides warmup_epochs when set (short runs)
@@ -35,3 +35,22 @@ class DASSDPConfig:
         for key, value in PRESETS[self.preset].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+
+    def check(self) -> None:
+        """Raise ValueError naming the first `dassdp.<key>` whose value the rule cannot use."""
+        lo, hi = self.gate_clip
+        checks = [
+            (self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "0 or more"),
+            (self.sigma > 0, "sigma", self.sigma, "positive"),
+            (self.dw_clip > 0, "dw_clip", self.dw_clip, "positive"),
+            (self.a_plus >= 0, "a_plus", self.a_plus, "0 or more"),
+            (self.a_minus is not None and self.a_minus >= 0, "a_minus", self.a_minus, "0 or more"),
+            (lo <= hi, "gate_clip", self.gate_clip, "[low, high] with low <= high"),
+            (self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps", self.warmup_steps,
+             "0 or more"),
+            (self.latency in ("last", "first"), "latency", self.latency, "'last' or 'first'"),
+            (len(self.sites) > 0, "sites", self.sites, "a non-empty list of site names"),
+        ]
+        for ok, key, value, what in checks:
+            if not ok:
+                raise ValueError(f"dassdp.{key}={value!r} must be {what}")

@@ -127,10 +127,6 @@ class GateEstimator:
         """Add six precomputed (already reduced) sums."""
         self.sums.add_(sums.to(self.sums))
 
-    def all_reduce(self) -> None:
-        """Replace the local sums by the sum over all ranks (for sums kept per rank)."""
-        all_reduce_sum(self.sums)
-
     def fit(self) -> tuple[Tensor, Tensor, Tensor]:
         """(k, mu_S, sd_S) as 0-d float64 tensors; (0, 0, 1) when nothing was recorded (gate = 1)."""
         n, s, s2, l, l2, sl = self.sums.unbind()

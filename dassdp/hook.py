@@ -1,4 +1,7 @@
-"""Training hooks: the generic interface and DA-SSDP applied after each real optimizer step."""
+"""The DA-SSDP training hook: gate statistics during warm-up, then the gated dW after each real step.
+
+It has the methods of `launch.hooks.TrainingHook` (a structural protocol: nothing to inherit).
+"""
 from __future__ import annotations
 
 import torch
@@ -11,46 +14,7 @@ from dassdp.sites import SiteObserver, resolve_sites
 STATE_VERSION = 1
 
 
-class TrainingHook:
-    """A training-time method, called by the trainer after real optimizer steps (no_grad, unwrapped model)."""
-
-    def setup(self, model: nn.Module, *, steps_per_epoch: int) -> None:
-        """Attach to the (unwrapped) model before training."""
-
-    def after_optimizer_step(self, model: nn.Module, *, loss: Tensor, epoch: int, step: int) -> dict:
-        """Act after one real optimizer step; return metrics (tensors may stay on the device)."""
-        return {}
-
-    def state_dict(self) -> dict:
-        """Everything needed to resume exactly."""
-        return {}
-
-    def load_state_dict(self, sd: dict) -> None:
-        """Restore `state_dict()` output."""
-
-    def close(self) -> None:
-        """Detach from the model."""
-
-
-def _check_config(cfg: DASSDPConfig) -> None:
-    lo, hi = cfg.gate_clip
-    checks = [
-        (cfg.a_plus >= 0, "a_plus", cfg.a_plus, "0 or more"),
-        (cfg.a_minus is not None and cfg.a_minus >= 0, "a_minus", cfg.a_minus, "0 or more"),
-        (cfg.sigma > 0, "sigma", cfg.sigma, "positive"),
-        (cfg.dw_clip > 0, "dw_clip", cfg.dw_clip, "positive"),
-        (lo <= hi, "gate_clip", cfg.gate_clip, "[low, high] with low <= high"),
-        (cfg.warmup_epochs >= 0, "warmup_epochs", cfg.warmup_epochs, "0 or more"),
-        (cfg.warmup_steps is None or cfg.warmup_steps >= 0, "warmup_steps", cfg.warmup_steps, "null or >= 0"),
-        (cfg.latency in ("last", "first"), "latency", cfg.latency, "'last' or 'first'"),
-        (len(cfg.sites) > 0, "sites", cfg.sites, "a non-empty list of site names"),
-    ]
-    for ok, key, value, what in checks:
-        if not ok:
-            raise ValueError(f"dassdp.{key}={value!r} must be {what}")
-
-
-class DASSDPHook(TrainingHook):
+class DASSDPHook:
     """DA-SSDP (docs/dassdp.md): record gate statistics during warm-up, then add the gated dW in place.
 
     `step` is the global optimizer-step index (0-based); warm-up lasts while `step < warmup_steps` when
@@ -60,21 +24,17 @@ class DASSDPHook(TrainingHook):
     """
 
     def __init__(self, cfg: DASSDPConfig):
-        _check_config(cfg)
+        cfg.check()
         self.cfg = cfg
         self.observers: list[SiteObserver] = []
         self.gates = {name: GateEstimator() for name in cfg.sites}  # warm-up sums per site
         self.fitted = False
         self.gate_params: dict[str, Tensor] = {}  # site -> [3] float64 (k, mu, sd)
         self.applied_steps = 0
-        self.steps_per_epoch = 0
 
     # ------------------------------------------------------------------ interface
     def setup(self, model: nn.Module, *, steps_per_epoch: int) -> None:
-        """Resolve the sites and attach observers (nothing when dassdp.enabled is false)."""
-        self.steps_per_epoch = steps_per_epoch
-        if not self.cfg.enabled:
-            return
+        """Resolve the sites and attach observers (`steps_per_epoch` unused: warm-up is in steps/epochs)."""
         self.close()
         self.observers = [SiteObserver(spec, model, self.cfg.latency)
                           for spec in resolve_sites(model, self.cfg.sites)]

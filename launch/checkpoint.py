@@ -3,8 +3,9 @@
 A checkpoint is a plain dict of tensors and Python primitives, so `torch.load(weights_only=True)` reads it
 and nothing in the file can run code. Layout (keys):
   model, optimizer, scheduler, scaler, hooks (name -> state), epoch, batch (micro-batches of `epoch`
-  already consumed), step (optimizer steps), best_acc1, rng (one entry per rank), world_size, config,
-  versions, kind ("last" | "best"), format (int).
+  already consumed), step (optimizer steps), best_acc1, samples, skipped_nonfinite, skipped_overflow (the
+  last three absent in files written before they existed), rng (one entry per rank), world_size,
+  batch_size, config, versions, kind ("last" | "best"), format (int).
 `model` under that key also makes our files readable as official `{"model": state_dict}` files.
 """
 from __future__ import annotations
@@ -18,12 +19,9 @@ import numpy as np
 import torch
 
 from launch.environment import versions  # noqa: F401  (re-exported: checkpoints record it)
+from launch.errors import CheckpointLoadError  # noqa: F401  (re-exported: raised by the readers below)
 
 FORMAT = 1
-
-
-class CheckpointLoadError(RuntimeError):
-    """A checkpoint that cannot be used, described in one line naming the file."""
 
 
 # ----------------------------------------------------------------------------- RNG states

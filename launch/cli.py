@@ -1,10 +1,12 @@
-"""Command line: `--config FILE` + dotted overrides + the original SpikingResformer/DA-SSDP flags."""
+"""Command line: `--config FILE` + dotted overrides + the upstream SpikingResformer/DA-SSDP flags."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from launch.config import SEED_KEYS, Config, ConfigError, load_config
+from launch.config import Config, load_config
+from launch.errors import ConfigError
+from launch.flat_config import FLAT_KEYS
 
 # The original flags, as overrides of the schema (an explicit dotted override still wins: it comes last).
 PATH_FLAGS = {"data_path": "data.path", "output_dir": "train.output_dir", "resume": "train.resume",
@@ -16,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dassdp-train", description="Train SpikingResformer (optionally with DA-SSDP).",
         epilog="Overrides: section.key=value, e.g. optim.lr=1e-3 dassdp.enabled=false")
-    p.add_argument("-c", "--config", metavar="FILE", help="YAML config (sectioned or the seed's flat format)")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="YAML config (sectioned or the upstream flat format)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     p.add_argument("--data-path", help="data.path")
     p.add_argument("--output-dir", help="train.output_dir")
@@ -24,12 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer", metavar="CKPT", help="fine-tune from a checkpoint, classifier dropped")
     p.add_argument("--test-only", action="store_true", help="evaluate and print the SOP/energy table")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    seed = p.add_argument_group("seed flags (same meaning as the seed's config keys)")
-    for key, dotted in SEED_KEYS.items():
+    flat = p.add_argument_group("upstream flags (same meaning as the upstream flat config keys)")
+    for key, dotted in FLAT_KEYS.items():
         if key in ("test_only",):
             continue
         flag = "--" + key.replace("_", "-")
-        seed.add_argument(flag, dest="seed_" + key, metavar="V", help=dotted)
+        flat.add_argument(flag, dest="flat_" + key, metavar="V", help=dotted)
     return p
 
 
@@ -37,8 +40,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
     """Parse the command line into (args, resolved Config); ConfigError on any bad key or value."""
     args = build_parser().parse_intermixed_args(argv)  # overrides may come before or after flags
     overrides: list[str] = []
-    for key, dotted in SEED_KEYS.items():
-        value = getattr(args, "seed_" + key, None)
+    for key, dotted in FLAT_KEYS.items():
+        value = getattr(args, "flat_" + key, None)
         if value is not None:
             overrides.append(f"{dotted}={value}")
     for attr, dotted in PATH_FLAGS.items():

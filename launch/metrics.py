@@ -1,7 +1,8 @@
-"""Observability: the run folder, per-step/epoch records (CSV, JSONL, TensorBoard) and the progress bar.
+"""Observability: training losses and accuracy, the run folder, step/epoch records, the progress bar.
 
-Only the main process writes. Records are flat dicts of floats; tensors are converted here, in one place,
-at the log interval (the only host syncs of the training loop besides checkpoints).
+Losses stay on the device until a log point (`LossTracker`); only the main process writes. Records are
+flat dicts of floats; tensors are converted here, in one place, at the log interval (the only host syncs
+of the training loop besides checkpoints).
 """
 from __future__ import annotations
 
@@ -26,6 +27,58 @@ def write_run_info(out: Path, config_yaml: str, versions: dict, extra: dict) -> 
     info = {"git": git_revision(), "versions": versions, "argv": sys.argv, "host": socket.gethostname(),
             "platform": platform.platform(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
     (out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+@torch.no_grad()
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:
+    """Counts of samples whose label is in the top-k, as device tensors (no host sync)."""
+    if target.dtype.is_floating_point:
+        target = target.argmax(-1)
+    k = min(max(ks), logits.shape[-1])
+    pred = logits.topk(k, dim=-1).indices  # [B, k]
+    hit = pred.eq(target[:, None])  # [B, k]
+    return [hit[:, : min(kk, k)].any(-1).sum() for kk in ks]
+
+
+class LossTracker:
+    """Training losses kept on the device: checked for NaN/inf at log points, summed per epoch."""
+
+    def __init__(self, device):
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (optimizer step, loss) since the last check
+        self.interval_mean = float("nan")  # mean finite loss of the last checked interval
+        self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # epoch: loss * n, top-1 hits, n
+        self._t0 = time.time()
+
+    def record(self, step: int, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Keep one micro-batch's loss (no host sync); add to the epoch sums. logits: [B, K]."""
+        self._pending.append((step, loss))
+        c1 = topk_correct(logits, targets, ks=(1,))[0]
+        n = torch.tensor(float(targets.shape[0]), dtype=torch.float64, device=loss.device)
+        self._sums += torch.stack([loss.double() * targets.shape[0], c1.double(), n])
+
+    def first_nonfinite(self, acc) -> int | None:
+        """Bring the pending losses to the host: the first step with a NaN/inf loss on any rank, or None."""
+        if not self._pending:
+            return None
+        vals = torch.stack([x[1].float() for x in self._pending]).cpu()
+        finite = torch.isfinite(vals)
+        bad = float(self._pending[int((~finite).nonzero()[0])][0]) if not finite.all() else float("inf")
+        if acc.num_processes > 1:
+            t = torch.tensor([bad], dtype=torch.float64, device=acc.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+            bad = float(t)
+        self.interval_mean = float(vals[finite].mean()) if finite.any() else float("nan")
+        self._pending.clear()
+        return None if bad == float("inf") else int(bad)
+
+    def end_epoch(self, acc) -> dict:
+        """The epoch's loss and top-1 over every rank, its seconds and images/s; starts the next epoch."""
+        s = acc.reduce(self._sums.clone(), "sum").cpu()
+        n, dt = max(float(s[2]), 1.0), time.time() - self._t0
+        self._sums.zero_()
+        self._t0 = time.time()
+        return {"train_loss": float(s[0]) / n, "train_top1": float(s[1]) / n, "epoch_s": dt,
+                "img_per_s": float(s[2]) / max(dt, 1e-9)}
 
 
 def to_float(v: Any) -> float:
@@ -116,7 +169,7 @@ class RunLogger:
             self.tb.close()
 
 
-class Progress:
+class ProgressBar:
     """tqdm bar on the main process: loss, lr, images/s and the share of time spent waiting for data."""
 
     def __init__(self, enabled: bool, total: int, epoch: int, initial: int = 0):

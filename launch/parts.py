@@ -5,33 +5,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from launch.config import Config, OptimConfig, SchedConfig
+from launch.config import OptimConfig, SchedConfig, TrainConfig
+from models.config import ModelConfig
+from pipelines.config import DataConfig
 
 
-def build_model(cfg: Config) -> nn.Module:
+def build_model(mcfg: ModelConfig) -> nn.Module:
     """The network from `model:` (models.build_model, `pretrained` loaded), before any device or wrapper."""
     import models
 
-    return models.build_model(cfg.model)  # channels-last (parameters strided like their gradients) if set
+    return models.build_model(mcfg)  # channels-last (parameters strided like their gradients) if set
 
 
-def build_loaders(cfg: Config, accelerator, *, need_train: bool = True):
+def build_loaders(dcfg: DataConfig, accelerator, *, seed: int, T: int, need_train: bool = True):
     """(train, val) loaders from `data:`; train is None when not needed (test-only)."""
     import pipelines
 
-    train = pipelines.build_loader(cfg.data, "train", accelerator, seed=cfg.train.seed, T=cfg.model.T) \
-        if need_train else None
-    val = pipelines.build_loader(cfg.data, "val", accelerator, seed=cfg.train.seed, T=cfg.model.T)
+    train = pipelines.build_loader(dcfg, "train", accelerator, seed=seed, T=T) if need_train else None
+    val = pipelines.build_loader(dcfg, "val", accelerator, seed=seed, T=T)
     return train, val
-
-
-def build_hooks(cfg: Config) -> dict:
-    """Training-time hooks by name (DA-SSDP when `dassdp.enabled`)."""
-    if not cfg.dassdp.enabled:
-        return {}
-    import dassdp
-
-    return {"dassdp": dassdp.DASSDPHook(cfg.dassdp)}
 
 
 def build_optimizer(model: nn.Module, ocfg: OptimConfig) -> torch.optim.Optimizer:
@@ -80,17 +72,6 @@ class Criterion(nn.Module):
         return loss
 
 
-def build_criterion(cfg: Config) -> Criterion:
+def build_criterion(tcfg: TrainConfig, label_smoothing: float) -> Criterion:
     """The training loss from `train.tet*` and `data.label_smoothing`."""
-    return Criterion(cfg.data.label_smoothing, cfg.train.tet, cfg.train.tet_phi, cfg.train.tet_lambda)
-
-
-@torch.no_grad()
-def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:
-    """Counts of samples whose label is in the top-k, as device tensors (no host sync)."""
-    if target.dtype.is_floating_point:
-        target = target.argmax(-1)
-    k = min(max(ks), logits.shape[-1])
-    pred = logits.topk(k, dim=-1).indices  # [B, k]
-    hit = pred.eq(target[:, None])  # [B, k]
-    return [hit[:, : min(kk, k)].any(-1).sum() for kk in ks]
+    return Criterion(label_smoothing, tcfg.tet, tcfg.tet_phi, tcfg.tet_lambda)

@@ -1,4 +1,4 @@
-"""The strict config system: YAML -> typed dataclasses, overrides, seed files, CLI."""
+"""The strict config system: YAML -> typed dataclasses, overrides, upstream flat files, CLI."""
 from __future__ import annotations
 
 import subprocess
@@ -84,10 +84,10 @@ def test_required_names_exist():
         assert k in keys
 
 
-def test_seed_flat_config_mapped():
+def test_upstream_flat_config_mapped():
     notes = []
     cfg = load_config(FIXTURES / "seed_cifar10.yaml", notice=notes.append)
-    assert len(notes) == 1 and "seed" in notes[0]
+    assert len(notes) == 1 and "upstream flat config" in notes[0]
     assert cfg.model.name == "spikingresformer_cifar" and cfg.model.T == 4 and cfg.model.num_classes == 10
     assert cfg.train.epochs == 600 and cfg.data.batch_size == 128 and cfg.optim.lr == 5e-4
     assert cfg.data.augment == "rand-m7-n1-mstd0.5-inc1" and cfg.data.dataset == "cifar10"

@@ -97,19 +97,25 @@ class ToyHook:
     def load_state_dict(self, sd: dict) -> None:
         self.calls = sd["calls"].clone()
 
+    def close(self) -> None:
+        pass
+
 
 def install(monkeypatch=None, *, model: str = "toy", hook: str = "toy", loader: str = "mem",
             frames: int = 0, n: int = 64, fail_at=None):
-    """Route launch.parts' builders to the stand-ins ("toy"/"mem"); "real" keeps the real package."""
-    from launch import parts
+    """Route the trainer's builders to the stand-ins ("toy"/"mem"); "real" keeps the real package.
 
-    def build_model(cfg):
-        return ToyNet(T=cfg.model.T, in_channels=3, num_classes=cfg.model.num_classes or 4)
+    The toy hook replaces the registry's build: `dassdp.enabled` switches it on, as for the real rule.
+    """
+    from launch import hooks, parts
 
-    def build_loaders(cfg, acc, *, need_train=True):
-        kw = dict(batch_size=cfg.data.batch_size, classes=cfg.model.num_classes or 4, seed=cfg.train.seed,
+    def build_model(mcfg):
+        return ToyNet(T=mcfg.T, in_channels=3, num_classes=mcfg.num_classes or 4)
+
+    def build_loaders(dcfg, acc, *, seed, T, need_train=True):
+        kw = dict(batch_size=dcfg.batch_size, classes=dcfg.num_classes or 4, seed=seed,
                   rank=acc.process_index, world=acc.num_processes, device=acc.device, frames=frames, n=n,
-                  size=cfg.data.input_size[-1])
+                  size=dcfg.input_size[-1])
         train = MemLoader(**kw) if need_train else None
         if train is not None:
             train.fail_at = fail_at
@@ -118,12 +124,12 @@ def install(monkeypatch=None, *, model: str = "toy", hook: str = "toy", loader: 
     def build_hooks(cfg):
         return {"toy": ToyHook()} if cfg.dassdp.enabled else {}
 
-    fns = {"build_model": (model, build_model), "build_loaders": (loader, build_loaders),
-           "build_hooks": (hook, build_hooks)}
-    for name, (kind, fn) in fns.items():
+    fns = {"build_model": (model, parts, build_model), "build_loaders": (loader, parts, build_loaders),
+           "build_hooks": (hook, hooks, build_hooks)}
+    for name, (kind, module, fn) in fns.items():
         if kind == "real":
             continue
         if monkeypatch is not None:
-            monkeypatch.setattr(parts, name, fn)
+            monkeypatch.setattr(module, name, fn)
         else:
-            setattr(parts, name, fn)
+            setattr(module, name, fn)

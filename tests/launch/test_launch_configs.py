@@ -47,7 +47,7 @@ def test_config_loads_and_builds(name):
         assert (cfg.sched.warmup_epochs, cfg.sched.warmup_lr, cfg.sched.min_lr) == (3, 1e-5, 1e-5)
         assert cfg.train.sync_bn == (name == "main/spikingresformer_l")
     with torch.device("meta"):  # full-size models without allocating them
-        model = parts.build_model(cfg)
+        model = parts.build_model(cfg.model)
     out_classes = model.classifier.weight.shape[0]
     assert out_classes == cfg.model.num_classes and model.T == cfg.model.T
     assert set(model.dassdp_sites()) >= set(cfg.dassdp.sites)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from launch import parts
+from launch import metrics, parts
 from launch.config import OptimConfig, SchedConfig
 
 
@@ -58,5 +58,5 @@ def test_loss_on_t_mean_and_tet():
 
 def test_topk_counts():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3], [0.2, 0.3, 0.5]])
-    c1, c5 = parts.topk_correct(logits, torch.tensor([1, 2, 0]))
+    c1, c5 = metrics.topk_correct(logits, torch.tensor([1, 2, 0]))
     assert int(c1) == 1 and int(c5) == 3

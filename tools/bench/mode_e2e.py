@@ -1,4 +1,4 @@
-"""Mode `e2e`: the real trainer (launch.trainer.Trainer) end to end: steps/s and the data-wait share.
+"""Mode `e2e`: the real trainer (launch.build.build_trainer) end to end: steps/s and the data-wait share.
 
 The trainer is built from a Config (tiny model, the real-photo JPEG tree of the loaders mode, one loader
 backend per case, DA-SSDP on by default) and driven epoch by epoch through `Trainer.train_epoch`, capped by
@@ -71,18 +71,18 @@ def trainer_case(trainer, waits: list[float]):
     epochs = itertools.count()
 
     def run() -> int:
-        proxy.wait, step0 = 0.0, trainer.state.step
-        trainer.state.batch = 0  # a fresh epoch each call
+        proxy.wait, step0 = 0.0, trainer.progress.step
+        trainer.progress.batch = 0  # a fresh epoch each call
         t0 = time.perf_counter()
         trainer.train_epoch(next(epochs))
         waits.append(proxy.wait / (time.perf_counter() - t0))
-        return trainer.state.step - step0
+        return trainer.progress.step - step0
     return run
 
 
 def run(bench: Bench, s: dict, cache: Path) -> None:
     """Build one trainer per backend, run capped epochs interleaved; steps/s, images/s, data wait."""
-    from launch.trainer import Trainer, build_accelerator
+    from launch.build import build_accelerator, build_trainer
 
     tree = build_tree(cache / f"photos-{s['images']}-{s['val_images']}-q{s['jpeg_quality']}",
                       s["images"], s["val_images"], quality=s["jpeg_quality"])
@@ -91,7 +91,7 @@ def run(bench: Bench, s: dict, cache: Path) -> None:
         for backend in s["backends"]:
             path = tree if backend == "torchvision" else converted(tree, backend)
             cfg = build_config(backend, path, Path(tmp) / backend, s)
-            trainer = Trainer(cfg, build_accelerator(cfg))
+            trainer = build_trainer(cfg, build_accelerator(cfg))
             waits[backend] = []
             cases[backend] = trainer_case(trainer, waits[backend])
         label = f"{s['model']} {s['size']}px T={s['T']} B={s['batch_size']} dassdp={s['dassdp']}"
