@@ -42,8 +42,9 @@ class DVSLoader(Loader):
         """An `events` dataset has no fixed class count: data.num_classes must equal the manifest's."""
         n = len(self.manifest.get("classes") or [])
         if self.cfg.dataset == "events" and self.recipe.num_classes != n:
-            raise ValueError(f"{root}/manifest.json lists {n} classes but data.num_classes="
-                             f"{self.recipe.num_classes}: set data.num_classes={n}")
+            given = "is not set" if self.recipe.num_classes is None else f"is {self.recipe.num_classes}"
+            raise ValueError(f"{root}/manifest.json lists {n} classes but data.num_classes {given}: "
+                             f"set data.num_classes={n}")
 
     def _build(self):
         from ffcv.fields.basics import IntDecoder
