@@ -51,6 +51,8 @@ def cmd_run(args) -> int:
     """Prepare the study, launch what is unfinished, write and print the report."""
     from tools.study import launchers
 
+    if args.launcher == "local":
+        launchers.core_slots(args.parallel)  # refuse a bad --parallel before anything is written
     study = prepare(Path(args.out), Path(args.config), parse_arms(args.arm), args.seeds, args.overrides,
                     interval=not args.no_interval)
     todo = [r for r in study.runs() if r.state() != "done"]
@@ -64,7 +66,6 @@ def cmd_run(args) -> int:
             _say(f"dassdp-study: submitted; when the jobs end: dassdp-study report {study.out}")
             return 0
     else:
-        launchers.core_slots(args.parallel)  # refuse a bad --parallel before anything starts
         launchers.run_local(todo, args.parallel, say=_say)
     return cmd_report(study)
 
