@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True, metavar="FILE", help="the trainer's YAML config")
     r.add_argument("--seeds", type=int, required=True, metavar="N", help="paired seeds: train.seed + 0..N-1")
     r.add_argument("--out", required=True, metavar="DIR", help="study folder: OUT/<arm>/seed-<k>/")
-    r.add_argument("--arm", nargs="+", action="append", metavar="NAME [KEY=VALUE", help="an arm: its name, "
-                   "then its dotted overrides (two or more arms; the first is the reference)")
+    r.add_argument("--arm", nargs="+", action="append", metavar="ARM", help="NAME [KEY=VALUE ...]: an arm's "
+                   "name, then its dotted overrides (two or more arms; the first is the reference)")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides shared by every arm")
     r.add_argument("--no-interval", action="store_true", help="allow --seeds 1: per-arm numbers only")
     r.add_argument("--launcher", choices=["local", "slurm"], default="local")
