@@ -270,3 +270,18 @@ def test_cifar10dvs_official_split_by_default(tmp_path, extra, val):
     assert man["source"]["order"] == (extra[1] if extra else "lexical")
     names = [str(int(x.sum()) - 20) for x, _ in read_samples(out, "val")]
     assert names == val + val
+
+
+def test_presplit_tree_and_default_fraction(tmp_path, real_data):
+    nmnist_tree(tmp_path / "split" / "train", real_data, classes=("a", "b"), per_class=2)
+    nmnist_tree(tmp_path / "split" / "val", real_data, classes=("a", "b"), per_class=1)
+    man = convert("events", tmp_path / "split", tmp_path / "out", "dali", sensor_size=(34, 34), workers=1,
+                  progress=False)
+    assert man["source"]["split"] == "folders" and man["splits"]["val"]["per_class"] == [1, 1]
+    assert man["splits"]["train"]["per_class"] == [2, 2]
+    with pytest.raises(ConvertError, match="holds train/ and val/ already"):
+        convert("events", tmp_path / "split", tmp_path / "o2", sensor_size=(34, 34), train_per_class=1)
+    nmnist_tree(tmp_path / "flat", real_data, classes=("a", "b"), per_class=11)
+    man = convert("events", tmp_path / "flat", tmp_path / "o3", "dali", sensor_size=(34, 34), workers=1,
+                  progress=False)
+    assert man["source"]["val_fraction"] == 0.1 and man["splits"]["val"]["per_class"] == [2, 2]  # ceil(1.1)

@@ -153,9 +153,24 @@ def _sensor_size(groups: list[list[Path]], flag, root: Path) -> tuple[list[int],
     return list(next(iter(sizes))), "files"
 
 
-def _split_class(n: int, train_per_class: int | None, val_fraction: float, where: Path) -> int:
-    """Number of training recordings of a class of n: the first N, or all but the last ceil(n * fraction)."""
-    n_train = train_per_class if train_per_class is not None else n - int(math.ceil(n * val_fraction))
+def _split_rule(presplit: bool, train_per_class: int | None, val_fraction: float | None, root: Path) -> dict:
+    """Check the split options -> how the split is made, as the manifest records it."""
+    if presplit and (train_per_class is not None or val_fraction is not None):
+        raise ConvertError(f"{root}: holds train/ and val/ already; drop --train-per-class/--val-fraction.")
+    if train_per_class is not None and val_fraction is not None:
+        raise ConvertError("--train-per-class and --val-fraction both given; choose one way to split.")
+    if val_fraction is not None and not 0.0 < val_fraction < 1.0:
+        raise ConvertError(f"--val-fraction {val_fraction}: must be in (0, 1).")
+    if presplit:
+        return {"split": "folders"}
+    if train_per_class is not None:
+        return {"train_per_class": train_per_class}
+    return {"val_fraction": 0.1 if val_fraction is None else val_fraction}
+
+
+def _n_train(n: int, rule: dict, where: Path) -> int:
+    """Training recordings of a class of n: the first N, or all but the last ceil(n * fraction)."""
+    n_train = rule.get("train_per_class", n - int(math.ceil(n * rule.get("val_fraction", 0.0))))
     if not 0 < n_train < n:
         raise ConvertError(
             f"{where}: {n} recordings, {n_train} for train leaves one split empty; change "
@@ -174,44 +189,22 @@ def scan_events(
     """A class-folder tree of recordings -> plan; `train/` + `val/` sub-trees are used as they are."""
     root = Path(root).resolve()
     presplit = (root / "train").is_dir() and (root / "val").is_dir()
-    if presplit and (train_per_class is not None or val_fraction is not None):
-        raise ConvertError(f"{root}: holds train/ and val/ already; drop --train-per-class/--val-fraction.")
-    if train_per_class is not None and val_fraction is not None:
-        raise ConvertError("--train-per-class and --val-fraction both given; choose one way to split.")
-    if val_fraction is not None and not 0.0 < val_fraction < 1.0:
-        raise ConvertError(f"--val-fraction {val_fraction}: must be in (0, 1).")
-    trees = {s: _tree_files(root / s, order) for s in ("train", "val")} if presplit else None
-    classes, groups = trees["train"] if presplit else _tree_files(root, order)
-    if presplit and trees["val"][0] != classes:
-        raise ConvertError(f"{root}: train/ and val/ hold different class folders; make them the same.")
-    every = groups + (trees["val"][1] if presplit else [])
-    ext = _one_format(every, root)
-    size, size_from = _sensor_size(every, sensor_size, root)
-    source = {
-        "type": "events",
-        "path": str(root),
-        "format": ext,
-        "order": order,
-        "sensor_size": size,
-        "sensor_size_from": size_from,
-    }
-    files = {"train": ([], []), "val": ([], [])}
-    for label, name in enumerate(classes):
-        if presplit:
-            parts = {"train": groups[label], "val": trees["val"][1][label]}
-        else:
-            fraction = 0.1 if val_fraction is None else val_fraction
-            k = _split_class(len(groups[label]), train_per_class, fraction, root / name)
-            parts = {"train": groups[label][:k], "val": groups[label][k:]}
-        for split, fs in parts.items():
-            files[split][0].extend(str(p) for p in fs)
-            files[split][1].extend([label] * len(fs))
+    rule = _split_rule(presplit, train_per_class, val_fraction, root)
     if presplit:
-        source["split"] = "folders"
-    elif train_per_class is not None:
-        source["train_per_class"] = train_per_class
+        classes, train = _tree_files(root / "train", order)
+        val_classes, val = _tree_files(root / "val", order)
+        if val_classes != classes:
+            raise ConvertError(f"{root}: train/ and val/ hold different class folders; make them the same.")
     else:
-        source["val_fraction"] = 0.1 if val_fraction is None else val_fraction
+        classes, groups = _tree_files(root, order)
+        ks = [_n_train(len(g), rule, root / c) for c, g in zip(classes, groups)]
+        train, val = [g[:k] for g, k in zip(groups, ks)], [g[k:] for g, k in zip(groups, ks)]
+    ext = _one_format(train + val, root)
+    size, size_from = _sensor_size(train + val, sensor_size, root)
+    source = {"type": "events", "path": str(root), "format": ext, "order": order, "sensor_size": size,
+              "sensor_size_from": size_from, **rule}
     plan = Plan(source, "events", classes, reader="events")
-    plan.splits = {s: Split(np.asarray(lab, np.int64), fs) for s, (fs, lab) in files.items()}
+    for split, per_class in (("train", train), ("val", val)):
+        labels = [label for label, fs in enumerate(per_class) for _ in fs]
+        plan.splits[split] = Split(np.asarray(labels, np.int64), [str(f) for fs in per_class for f in fs])
     return plan
