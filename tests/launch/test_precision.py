@@ -138,9 +138,11 @@ def test_the_measurement_runs_both_dtypes_and_gives_a_ratio(monkeypatch):
         return real_autocast(device_type, dtype=dtype, enabled=enabled)
 
     monkeypatch.setattr(precision.torch, "autocast", spy)
+    rng = torch.get_rng_state()
     ratio = precision.measure_bf16_speedup(budget_s=0.0)  # warm-up + the minimum of two rounds
     assert math.isfinite(ratio) and ratio > 0
     assert steps == [torch.float32, torch.bfloat16] * 3
+    assert torch.equal(torch.get_rng_state(), rng)  # a run's initialisation is not moved by the measurement
 
 
 def test_workers_auto_leaves_each_process_a_core(monkeypatch):
