@@ -1,8 +1,8 @@
 """Every command in the README runs as written, as far as it can here; the config reference is current.
 
 Training commands are resolved with `--print-config` (config files, flags and overrides checked strictly);
-conversion and benchmark commands are parsed by their real argument parsers; files and make targets named
-in commands must exist. What needs a dataset or GPU that is not here stops at that boundary.
+conversion, benchmark and study commands are parsed by their real argument parsers; files and make targets
+named in commands must exist. What needs a dataset or GPU that is not here stops at that boundary.
 """
 from __future__ import annotations
 
@@ -69,6 +69,10 @@ def check_command(cmd: str) -> None:
         build_parser().parse_args(argv[1:])
     elif head == "dassdp-bench":
         from tools.bench.cli import build_parser
+
+        build_parser().parse_args(argv[1:])
+    elif head == "dassdp-study":
+        from tools.study.cli import build_parser
 
         build_parser().parse_args(argv[1:])
     elif argv[:2] == ["python", "-m"]:
