@@ -18,22 +18,37 @@ from launch.checkpointer import Checkpointer
 from launch.config import Config, TrainConfig, to_dict, to_yaml
 from launch.errors import CheckpointLoadError, ConfigError
 from launch.metrics import RunLogger, write_run_info
+from launch.precision import RunPrecision, resolve_precision
 from launch.progress import TrainProgress
 from launch.trainer import Trainer
 
 
+def run_precision(t: TrainConfig, device: torch.device) -> RunPrecision:
+    """The run's precision from `train.amp`, `train.amp_dtype`, `train.eval_amp` on `device` (cached)."""
+    return resolve_precision(t.amp, t.amp_dtype, t.eval_amp, str(device))
+
+
 def build_accelerator(cfg: Config):
-    """Accelerator from `train:` (precision); device and process group from the launcher."""
-    from accelerate import Accelerator
+    """Accelerator from `train:` (precision, printed once); device and process group from the launcher."""
+    from accelerate import Accelerator, PartialState
     from accelerate.utils import DistributedDataParallelKwargs
 
-    mp = cfg.train.amp_dtype if cfg.train.amp else "no"
-    if mp == "fp16" and not torch.cuda.is_available():
-        print("dassdp-train: train.amp_dtype=fp16 needs CUDA; using bf16 autocast on this CPU",
-              file=sys.stderr)
-        mp = "bf16"
+    state = PartialState()  # the device, before the Accelerator that needs the precision
+    prec = run_precision(cfg.train, state.device)
+    if state.is_main_process:
+        print(f"dassdp-train: {prec.line()}", file=sys.stderr)
     ddp = DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False)
-    return Accelerator(mixed_precision=mp, step_scheduler_with_optimizer=False, kwargs_handlers=[ddp])
+    return Accelerator(mixed_precision=prec.train, step_scheduler_with_optimizer=False, kwargs_handlers=[ddp])
+
+
+def unwrap(acc, prepared):
+    """The plain module inside `prepared`. accelerate's prepare also wraps the model's forward in autocast;
+    that wrapper is removed, so autocast is on exactly where the trainer asks for it (training steps, and
+    evaluation only with train.eval_amp)."""
+    acc.unwrap_model(prepared, keep_fp32_wrapper=False)  # the wrapper sits on the compiled module, if any
+    return acc.unwrap_model(prepared, keep_fp32_wrapper=False, keep_torch_compile=False)
+
+
 
 
 def prepare_process(t: TrainConfig, device: torch.device) -> None:
@@ -91,8 +106,7 @@ def build_trainer(cfg: Config, acc) -> Trainer:
                                                    need_train=not t.test_only)
     if t.test_only:
         prepared = acc.prepare(model.to(acc.device))
-        return Trainer(cfg, acc, model=prepared, raw=acc.unwrap_model(prepared, keep_torch_compile=False),
-                       val_loader=val_loader)
+        return Trainer(cfg, acc, model=prepared, raw=unwrap(acc, prepared), val_loader=val_loader)
     n_micro = micro_batches(train_loader, t, cfg.data.path)
     steps_per_epoch = math.ceil(n_micro / t.grad_accum)
     optimizer = parts.build_optimizer(model, cfg.optim)
@@ -104,7 +118,7 @@ def build_trainer(cfg: Config, acc) -> Trainer:
     prepared, optimizer, _ = acc.prepare(model, optimizer, sched)
     # timm schedulers take absolute epoch/update indices: the trainer steps the bare one, not the
     # AcceleratedScheduler (which repeats steps per process and drops them after skipped optimizer steps).
-    raw = acc.unwrap_model(prepared, keep_torch_compile=False)
+    raw = unwrap(acc, prepared)
     training_hooks = hooks.build_hooks(cfg)
     for hook in training_hooks.values():
         hook.setup(raw, steps_per_epoch=steps_per_epoch)
@@ -115,7 +129,8 @@ def build_trainer(cfg: Config, acc) -> Trainer:
     resumed = ckpt.restore(t.resume, progress)
     if acc.is_main_process:
         write_run_info(out, to_yaml(cfg), versions(), {"world_size": acc.num_processes,
-                                                       "resumed_from_step": progress.step})
+                                                       "resumed_from_step": progress.step,
+                                                       "precision": run_precision(t, acc.device).record()})
     log = RunLogger(out, enabled=acc.is_main_process, tensorboard=cfg.log.tensorboard, step=progress.step,
                     epoch=progress.epoch, resumed=resumed)
     return Trainer(cfg, acc, model=prepared, raw=raw, val_loader=val_loader, train_loader=train_loader,

@@ -17,7 +17,7 @@ from typing import Literal
 from launch import config_loader as loader
 from launch.config_loader import to_dict, to_yaml  # noqa: F401 - part of this module's interface
 from launch.errors import ConfigError
-from launch.flat_config import is_flat_format, map_flat
+from launch.flat_config import is_flat_format, map_flat, official_run
 from launch.hooks import registered
 from models.config import ModelConfig
 from pipelines.config import DataConfig
@@ -70,8 +70,9 @@ class TrainConfig:
     epochs: int = 320
     output_dir: str = "./runs/temp"
     seed: int = 12450
-    amp: bool = True
-    amp_dtype: Literal["bf16", "fp16"] = "bf16"
+    amp: bool = True  # false: fp32 whatever amp_dtype says
+    amp_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: fits the device (launch/precision)
+    eval_amp: bool = False  # autocast evaluation too; false: fp32, as the official code
     grad_accum: int = 1
     sync_bn: bool = False
     max_steps_per_epoch: int | None = None  # cap (short runs, smoke tests)
@@ -159,9 +160,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), *, no
     if path is not None:
         data = loader.read_yaml(path)
         if is_flat_format(data, {f.name for f in dataclasses.fields(cls)}):
-            notice(f"{path}: upstream flat config ({len(data)} keys) mapped onto the sections "
-                   "model/data/optim/train")
-            data = map_flat(data)
+            flat, data = data, map_flat(data)
+            made = official_run(flat, data)
+            notice(f"{path}: upstream flat config ({len(flat)} keys) mapped onto the sections, as the "
+                   f"official run: {'; '.join(made)}; for the baseline add dassdp.enabled=false")
     cfg = loader.build(cls, data, where)  # check the file on its own first: errors name the file
     for text in overrides:
         key, value = loader.parse_override(text)

@@ -40,8 +40,9 @@ def ranks_consistent(sd: dict[str, torch.Tensor], acc) -> bool:
 
 
 def finish(model: torch.nn.Module, acc, progress: TrainProgress, *, output_dir: str, wall_s: float,
-           last_epoch: dict, rank_weights: bool, compare_ranks: bool) -> None:
-    """Sync buffers, compare ranks, optional per-rank weights (`train.save_rank_weights`), summary.json."""
+           last_epoch: dict, rank_weights: bool, compare_ranks: bool, precision: dict | None = None) -> None:
+    """Sync buffers, compare ranks, optional per-rank weights (`train.save_rank_weights`), summary.json
+    (with `precision`: the training and evaluation dtypes the figures were made with)."""
     sync_buffers(model, acc)
     sd = plain_state_dict(model.state_dict())
     if rank_weights:
@@ -52,7 +53,7 @@ def finish(model: torch.nn.Module, acc, progress: TrainProgress, *, output_dir: 
     p = progress
     summary = {"epochs": p.epoch, "steps": p.step, "best_acc1": p.best_acc1, "wall_s": wall_s,
                "ranks_consistent": consistent, "skipped_overflow": p.skipped_overflow,
-               "skipped_nonfinite": p.skipped_nonfinite, "samples": p.samples,
+               "skipped_nonfinite": p.skipped_nonfinite, "samples": p.samples, "precision": precision,
                **{k: to_float(v) for k, v in last_epoch.items()}}
     (Path(output_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"done: {p.step} steps, best top1 {p.best_acc1:.4f}, ranks consistent: {consistent}, "

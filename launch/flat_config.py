@@ -2,6 +2,11 @@
 
 `is_flat_format` recognises one, `map_flat` maps it onto the sections of `launch.config.Config`; the
 same keys are the entry point's upstream flags (`--batch-size`, `--T`, ...).
+
+A flat file reproduces the official DA-SSDP run, not only its keys (`official_run`): the official code
+applies DA-SSDP always (the `code` preset here), `amp: True` is its fp16 autocast with a GradScaler (fp32 on
+a CPU, where its CUDA autocast does nothing), and on DVS data it never mixes frames and trains on one-hot
+targets whatever `mixup` and `label_smoothing` say. What was set so is listed in the loader's notice.
 """
 from __future__ import annotations
 
@@ -39,3 +44,28 @@ def map_flat(data: dict) -> dict:
             v = None
         set_dotted(nested, FLAT_KEYS[k], v)
     return nested
+
+
+DVS_DATASETS = ("cifar10dvs", "dvs128gesture")
+
+
+def official_run(flat: dict, nested: dict) -> list[str]:
+    """Set in `nested` (mapped from `flat`) what the official code does beyond its keys; returns the
+    settings made, as "key=value (why)" strings for the notice."""
+    made = []
+
+    def put(key: str, value, why: str) -> None:
+        set_dotted(nested, key, value)
+        made.append(f"{key}={str(value).lower()} ({why})")
+
+    put("dassdp.enabled", True, "the official code always applies DA-SSDP")
+    put("dassdp.preset", "code", "the official code's rule")
+    if flat.get("amp") is True:
+        put("train.amp_dtype", "fp16", "amp: True is CUDA fp16 with a GradScaler; fp32 on a CPU")
+    dataset = nested.get("data", {}).get("dataset")
+    if dataset in DVS_DATASETS:
+        T = nested.get("model", {}).get("T", "T")
+        put("data.backend", "dvs", f"data.path: a folder from dassdp-convert {dataset} SRC OUT --T {T}")
+        put("data.mixup", False, "never mixes DVS frames")
+        put("data.label_smoothing", 0.0, "one-hot DVS targets")
+    return made

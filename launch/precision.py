@@ -8,6 +8,9 @@
   small JSON in models.cbuild.cache_dir(), so it runs once per machine (ranks of one node wait for the first).
 - CUDA: bf16 on compute capability 8.0 (Ampere) and newer, fp16 before (the trainer then scales the loss:
   accelerate adds a GradScaler for fp16).
+An explicit "fp16" on a CPU gives fp32: the official code's `torch.cuda.amp.autocast` does nothing there, so
+its CPU runs were fp32. `resolve_precision` adds `train.amp` and `train.eval_amp` (evaluation in fp32 unless
+asked) and is what the run uses, prints and records.
 
 `resolve_workers("auto", processes_per_node=n)` gives each process's loader the cores that process may use,
 less one for the process itself (see its docstring). Both return `(value, reason)`; the trainer prints the
@@ -16,6 +19,7 @@ reason and records both in the run.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -23,6 +27,7 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -66,8 +71,8 @@ def resolve_amp_dtype(requested: str, device: torch.device | str, *, probe: bool
 def _resolve_cpu(requested: str, probe: bool) -> tuple[str, str]:
     flags = cpu_flags()
     isa = f"CPU {vector_isa(flags)}"
-    if requested == "fp16":  # CPU autocast's fp16 is slow and unscaled; bf16 keeps fp32's range
-        return "bf16", "fp16 needs CUDA: bf16 autocast on this CPU"
+    if requested == "fp16":  # the official code's torch.cuda.amp autocast does nothing on a CPU: fp32 there
+        return "no", "fp16 requested on a CPU: fp32, as the official code (its CUDA autocast is off on a CPU)"
     if requested == "bf16":
         if cpu_has_native_bf16(flags):
             return "bf16", "bf16 requested"
@@ -80,6 +85,36 @@ def _resolve_cpu(requested: str, probe: bool) -> tuple[str, str]:
     if speedup >= MIN_SPEEDUP:
         return "bf16", f"{isa}, bf16 measured {speedup:.1f}x faster: bf16"
     return "no", f"{isa}, bf16 measured {speedup:.2f}x fp32's speed (below {MIN_SPEEDUP}x): fp32"
+
+
+@dataclass(frozen=True)
+class RunPrecision:
+    """A run's precision: the autocast dtype of training ("bf16" | "fp16" | "no"), why, and evaluation's."""
+
+    train: str
+    reason: str
+    eval: str  # "fp32", or the training dtype with train.eval_amp
+
+    def line(self) -> str:
+        """One line for the log: training dtype, the reason, evaluation dtype."""
+        return f"precision: train {self.label} ({self.reason}); eval {self.eval}"
+
+    @property
+    def label(self) -> str:
+        """The training dtype as a name: bf16, fp16 or fp32."""
+        return "fp32" if self.train == "no" else self.train
+
+    def record(self) -> dict:
+        """What run.json and summary.json keep of it."""
+        return {"train": self.label, "reason": self.reason, "eval": self.eval}
+
+
+@functools.lru_cache(maxsize=8)
+def resolve_precision(amp: bool, amp_dtype: str, eval_amp: bool, device: str) -> RunPrecision:
+    """`train.amp`, `train.amp_dtype` and `train.eval_amp` on `device`, resolved once per process (cached:
+    the accelerator and the run record ask for the same answer)."""
+    train, reason = resolve_amp_dtype(amp_dtype, device) if amp else ("no", "train.amp=false: fp32")
+    return RunPrecision(train, reason, train if eval_amp and train != "no" else "fp32")
 
 
 def cuda_capability(device: torch.device) -> tuple[int, int]:

@@ -58,11 +58,12 @@ class Trainer:
                 self.log.log_epoch(epoch, p.step, {**self.last_epoch, **val})
                 if self.acc.is_main_process and val:
                     print(f"epoch {epoch}: val loss {val['val_loss']:.4f} top1 {val['val_top1']:.4f} "
-                          f"top5 {val['val_top5']:.4f} (best {p.best_acc1:.4f})", file=sys.stderr)
+                          f"top5 {val['val_top5']:.4f} (best {p.best_acc1:.4f}), eval {self.eval_precision}",
+                          file=sys.stderr)
             self.check_finite()
             finish(self.raw, self.acc, p, output_dir=t.output_dir, wall_s=time.time() - self._t0,
                    last_epoch=self.last_epoch, rank_weights=t.save_rank_weights,
-                   compare_ranks=self.cfg.log.rank_consistency)
+                   compare_ranks=self.cfg.log.rank_consistency, precision=self.precision)
         finally:
             self.log.close()
             for hook in self.hooks.values():
@@ -218,10 +219,23 @@ class Trainer:
             self.save("best")  # stores the new best accuracy, not the previous one
 
     # ------------------------------------------------------------------------- evaluation
+    @property
+    def precision(self) -> dict:
+        """The dtypes of training and evaluation, as the run records them."""
+        mp = self.acc.mixed_precision
+        return {"train": "fp32" if mp == "no" else mp, "eval": self.eval_precision}
+
+    @property
+    def eval_precision(self) -> str:
+        """Evaluation's dtype: the training autocast dtype with train.eval_amp, else fp32 (the official)."""
+        mp = self.acc.mixed_precision
+        return mp if self.cfg.train.eval_amp and mp != "no" else "fp32"
+
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Validation loss, top-1 and top-5 over the whole split, summed over ranks."""
+        """Validation loss, top-1 and top-5 over the whole split, summed over ranks (in `eval_precision`)."""
         model, acc = self.raw, self.acc
+        autocast = acc.autocast if self.eval_precision != "fp32" else contextlib.nullcontext
         sync_buffers(model, acc)
         model.eval()
         if hasattr(self.val_loader, "set_epoch"):
@@ -232,7 +246,7 @@ class Trainer:
             if self.cfg.train.eval_batches is not None and j >= self.cfg.train.eval_batches:
                 close_iter(it)  # a loader left mid-epoch must stop its threads (ffcv, DALI)
                 break
-            with acc.autocast():
+            with autocast():
                 logits = model(images).mean(0).float()  # [B, K]
             c1, c5 = topk_correct(logits, targets)
             loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
@@ -253,7 +267,8 @@ class Trainer:
 
         val = self.evaluate()
         self.acc.print(f"test: loss {val['val_loss']:.4f} top1 {val['val_top1']:.4f} "
-                       f"top5 {val['val_top5']:.4f} on {int(val['val_samples'])} samples")
+                       f"top5 {val['val_top5']:.4f} on {int(val['val_samples'])} samples, "
+                       f"eval {self.eval_precision}")
         if self.acc.is_main_process:
             it = iter(self.val_loader)
             images, _ = next(it)
@@ -266,5 +281,6 @@ class Trainer:
             out = Path(self.cfg.train.output_dir)
             out.mkdir(parents=True, exist_ok=True)
             (out / "test.txt").write_text(
-                f"top1 {val['val_top1']:.6f}\ntop5 {val['val_top5']:.6f}\n{sops.format_table(table)}\n")
+                f"top1 {val['val_top1']:.6f}\ntop5 {val['val_top5']:.6f}\neval {self.eval_precision}\n"
+                f"{sops.format_table(table)}\n")
         return 0

@@ -99,8 +99,8 @@ def test_processes_asking_at_once_share_one_measurement(cpu):
 
 def test_explicit_choices_on_cpu(cpu):
     assert precision.resolve_amp_dtype("fp32", "cpu") == ("no", "fp32 requested: no autocast")
-    assert precision.resolve_amp_dtype("fp16", "cpu") == (
-        "bf16", "fp16 needs CUDA: bf16 autocast on this CPU")
+    value, reason = precision.resolve_amp_dtype("fp16", "cpu")  # the official code's CUDA autocast: off
+    assert value == "no" and "fp32, as the official code" in reason
     assert precision.resolve_amp_dtype("bf16", "cpu") == ("bf16", "bf16 requested")
     cpu.flags = AVX2
     value, reason = precision.resolve_amp_dtype("bf16", "cpu")
@@ -145,15 +145,16 @@ def test_the_measurement_runs_both_dtypes_and_gives_a_ratio(monkeypatch):
     assert torch.equal(torch.get_rng_state(), rng)  # a run's initialisation is not moved by the measurement
 
 
-def test_workers_auto_leaves_each_process_a_core(monkeypatch):
+def test_workers_auto_splits_the_cores_among_the_processes(monkeypatch):
     monkeypatch.setattr(precision, "available_cores", lambda: 16)
-    assert precision.resolve_workers("auto", processes_per_node=1)[0] == 15
-    assert precision.resolve_workers("auto", processes_per_node=4)[0] == 3
+    assert precision.resolve_workers("auto", processes_per_node=1)[0] == 16
+    assert precision.resolve_workers("auto", processes_per_node=4)[0] == 4
+    assert precision.resolve_workers("auto", processes_per_node=5)[0] == 3  # 16 // 5: never oversubscribed
     assert precision.resolve_workers("auto", processes_per_node=16)[0] == 1
-    assert precision.resolve_workers("auto", processes_per_node=64)[0] == 1
+    assert precision.resolve_workers("auto", processes_per_node=64)[0] == 1  # at least one
     monkeypatch.setattr(precision, "available_cores", lambda: 2)
     workers, reason = precision.resolve_workers("auto", processes_per_node=1)
-    assert workers == 1 and reason.startswith("2 cores for 1 process(es) on this node: 1 loader worker(s)")
+    assert workers == 2 and reason == "data.workers=auto: 2 cores for 1 process(es) on this node: 2 each"
 
 
 def test_workers_given_as_a_count(monkeypatch):
@@ -183,3 +184,15 @@ def test_available_cores_obey_a_cgroup_quota(monkeypatch, tmp_path):
     assert precision.available_cores() == 1
     monkeypatch.setattr(precision, "_cgroup_quota", lambda: None)
     assert precision.available_cores() >= 1
+
+
+def test_the_run_precision_adds_amp_off_and_fp32_evaluation(cpu):
+    cpu.flags = AVX2
+    precision.resolve_precision.cache_clear()  # resolved once per process: this fake CPU is a new one
+    p = precision.resolve_precision(False, "bf16", True, "cpu")
+    assert (p.train, p.label, p.eval) == ("no", "fp32", "fp32") and "train.amp=false" in p.reason
+    p = precision.resolve_precision(True, "bf16", False, "cpu")
+    assert (p.train, p.eval) == ("bf16", "fp32")  # evaluation in fp32 unless train.eval_amp
+    p = precision.resolve_precision(True, "bf16", True, "cpu")
+    assert p.eval == "bf16" and p.record() == {"train": "bf16", "reason": p.reason, "eval": "bf16"}
+    assert p.line().startswith("precision: train bf16 (") and p.line().endswith("; eval bf16")
