@@ -63,6 +63,10 @@ class Loader:
         self.world = int(getattr(accelerator, "num_processes", 1)) if accelerator is not None else 1
         self.seed, self.epoch, self.start_batch = int(seed), 0, 0
         self.batch_size = int(cfg.batch_size)
+        if not isinstance(cfg.workers, int):  # dassdp-train resolves auto (launch.precision.resolve_workers)
+            raise ValueError(f"data.workers={cfg.workers!r}: give the loader a count (0 or more); `auto` is "
+                             "resolved by dassdp-train")
+        self.workers = int(cfg.workers)
         self.drop_last = bool(cfg.drop_last) and self.train
         self.labels = np.asarray(self._read_labels(), dtype=np.int64)  # [N] whole split, all ranks
         self._check_labels()

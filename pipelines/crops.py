@@ -55,8 +55,11 @@ def sample_window(recipe, train: bool, h: int, w: int, seed: int) -> tuple[int, 
 
     if not train:
         return (*center_window(h, w, recipe.size, recipe.eval_resize), 0)
-    t, l, ch, cw = rrc_window(random.Random(seed), h, w) if recipe.random_crop else (0, 0, h, w)
-    flip = bool(torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5)
+    if recipe.random_crop:
+        t, l, ch, cw = rrc_window(random.Random(seed), h, w, recipe.crop_scale, recipe.crop_ratio)
+    else:  # resize only ("pad" shifts the resized batch on the device: stage.pad_crop)
+        t, l, ch, cw = 0, 0, h, w
+    flip = bool(torch.rand(1, generator=torch.Generator().manual_seed(seed)) < recipe.hflip)
     return t, l, ch, cw, int(flip)
 
 

@@ -39,7 +39,7 @@ class DALILoader(Loader):
         h, w = self.recipe.size
         interp = types.INTERP_CUBIC if self.cfg.interpolation == "bicubic" else types.INTERP_LINEAR
 
-        @pipeline_def(batch_size=self.batch_size, num_threads=max(1, self.cfg.workers), exec_async=False,
+        @pipeline_def(batch_size=self.batch_size, num_threads=max(1, self.workers), exec_async=False,
                       exec_pipelined=False, device_id=self.device.index or 0 if cuda else None)
         def pipe():
             jpegs = fn.external_source(name="jpegs", dtype=types.UINT8, ndim=1)

@@ -61,7 +61,7 @@ class DVSLoader(Loader):
             self._ffcv = self._make(FfcvLoader, pipes)
 
     def _make(self, FfcvLoader, pipes):
-        return FfcvLoader(str(self.beton), batch_size=self.batch_size, num_workers=max(1, self.cfg.workers),
+        return FfcvLoader(str(self.beton), batch_size=self.batch_size, num_workers=max(1, self.workers),
                           os_cache=self.cfg.os_cache, order=make_order(self), pipelines=pipes,
                           drop_last=self.drop_last, seed=self.seed, batches_ahead=2)
 

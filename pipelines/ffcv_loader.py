@@ -175,7 +175,7 @@ class FFCVLoader(Loader):
         from ffcv.loader import Loader as FfcvLoader
 
         self._ffcv = FfcvLoader(str(self.beton), batch_size=self.batch_size,
-                                num_workers=max(1, self.cfg.workers), os_cache=self.cfg.os_cache,
+                                num_workers=max(1, self.workers), os_cache=self.cfg.os_cache,
                                 order=make_order(self), pipelines=self._pipelines(),
                                 drop_last=self.drop_last, seed=self.seed, batches_ahead=2)
 

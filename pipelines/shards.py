@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import io
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipelines.base import DataError, mix_seed
+from pipelines.base import DataError
 
 
 def require_manifest(root: str, fmt: str) -> dict:
@@ -117,18 +116,31 @@ class ArrayShards:
         return np.stack([self.parts[s][i - self.starts[s]] for s, i in zip(shard.tolist(), idx.tolist())])
 
     def batches(self, loader, order: np.ndarray):
-        """uint8 [B, 3, H, W] batches resized to the model input (bicubic) and flipped per sample."""
-        base = mix_seed(loader.seed, loader.epoch, 0x5A)
-        size = loader.recipe.size
+        """uint8 [B, 3, H, W] batches: each sample's window (crop of the recipe, same draws as the other
+        backends: crops.sample_window) resized to the model input and flipped."""
+        from pipelines.crops import sample_window
+
+        size, recipe = loader.recipe.size, loader.recipe
+        mode = "bicubic" if loader.cfg.interpolation == "bicubic" else "bilinear"
         for s in range(0, len(order), loader.batch_size):
             idx = order[s:s + loader.batch_size]
             x = torch.from_numpy(self.gather(idx)).to(loader.device).permute(0, 3, 1, 2)  # [B, 3, h, w]
-            if tuple(x.shape[-2:]) != size:
-                mode = "bicubic" if loader.cfg.interpolation == "bicubic" else "bilinear"
-                x = torch.nn.functional.interpolate(x.float(), size=size, mode=mode, antialias=True)
-                x = x.round_().clamp_(0, 255).to(torch.uint8)
-            if loader.train:
-                flip = [random.Random(mix_seed(base, i)).random() < 0.5 for i in idx.tolist()]
-                f = torch.tensor(flip, device=x.device).view(-1, 1, 1, 1)
-                x = torch.where(f, x.flip(-1), x)
+            h, w = x.shape[-2:]
+            seeds = loader.sample_seeds(idx).tolist()
+            win = [sample_window(recipe, loader.train, h, w, seed) for seed in seeds]
+            if all(v[:4] == (0, 0, h, w) for v in win):  # whole images: one batched resize
+                x = _resize(x, size, mode)
+            else:
+                x = torch.cat([_resize(x[k:k + 1, :, t:t + ch, c:c + cw], size, mode)
+                               for k, (t, c, ch, cw, _) in enumerate(win)])
+            f = torch.tensor([v[4] for v in win], dtype=torch.bool, device=x.device).view(-1, 1, 1, 1)
+            x = torch.where(f, x.flip(-1), x)
             yield x, torch.from_numpy(self.labels[idx])
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """uint8 [B, 3, h, w] -> uint8 [B, 3, H, W] (antialiased); unchanged when already that size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    x = torch.nn.functional.interpolate(x.float(), size=size, mode=mode, antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8)

@@ -27,6 +27,7 @@ class DeviceStage:
         self.erase = None
         if train and cfg.cutout:
             self.erase = RandomErasing(0.25, mode="const", max_count=1, device=str(device))
+        self.pad = recipe.crop_padding if train and recipe.train_crop == "pad" else 0
         self.mixup = None
         if train and cfg.mixup:
             if recipe.num_classes is None:
@@ -49,6 +50,9 @@ class DeviceStage:
             x = self._frames(x, gen)
         elif x.dtype == torch.uint8:
             x = self._images(x, gen, seed)
+        if self.pad and x.dim() == 4:  # after normalising: every backend pads the same normalised black
+            fill = -self.mean / self.std if self.mean is not None else torch.zeros(1, 1, 1, 1)
+            x = pad_crop(x, self.pad, fill.to(x.device), torch.Generator().manual_seed(seed ^ 0x9A))
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.contiguous()
         if self.mixup is not None:
             with seeded_python_random(seed ^ 0x3C):
@@ -105,3 +109,16 @@ class DeviceStage:
         if self.dvs_augment:
             x = dvs_augment(x, gen)
         return torch.cat([x, x.sum(2, keepdim=True)], 2)  # [B, T, 3, H, W]: third channel = pos + neg
+
+
+def pad_crop(x: torch.Tensor, pad: int, fill: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """CIFAR-style random crop: each image [B, C, H, W] padded by `pad` px of `fill` ([1, C, 1, 1]) and
+    cropped back to H x W at a random offset (torchvision RandomCrop(size, padding=pad))."""
+    B, C, H, W = x.shape
+    padded = fill.to(x.dtype).expand(B, C, H + 2 * pad, W + 2 * pad).clone()  # [B, C, H+2p, W+2p]
+    padded[:, :, pad:pad + H, pad:pad + W] = x
+    offsets = torch.randint(0, 2 * pad + 1, (B, 2), generator=gen).tolist()  # (top, left) per image
+    out = torch.empty_like(x)  # keeps x's memory format (channels-last)
+    for i, (t, left) in enumerate(offsets):
+        out[i] = padded[i, :, t:t + H, left:left + W]
+    return out

@@ -16,26 +16,25 @@ from pipelines.sources import open_source
 
 
 def build_transform(recipe, cfg, train: bool):
-    """timm's transform for this dataset; tiny images: resize only (no random crop), as the recipe."""
-    modes = tvt.InterpolationMode
-    interp = modes.BICUBIC if cfg.interpolation == "bicubic" else modes.BILINEAR
-    if recipe.random_crop:
+    """timm's transform for the recipe: RandomResizedCrop (`rrc`) or resize only (`none`, `pad`: the device
+    stage shifts the batch), then flip; eval: timm's resize + center crop (`crop_pct`)."""
+    if not train or recipe.random_crop:
         return create_transform(recipe.size, is_training=train, auto_augment=cfg.augment if train else None,
                                 interpolation=cfg.interpolation, mean=recipe.mean, std=recipe.std,
-                                crop_pct=recipe.crop_pct, re_prob=0.25 if (train and cfg.cutout) else 0.0,
+                                crop_pct=recipe.crop_pct, scale=recipe.crop_scale, ratio=recipe.crop_ratio,
+                                hflip=recipe.hflip, re_prob=0.25 if (train and cfg.cutout) else 0.0,
                                 re_mode="const", re_count=1,
                                 color_jitter=None)  # timm's default 0.4 jitter only acts without RandAugment,
         # which the recipe always sets; off so that augment=None means crop + flip in every backend
-    ops = [tvt.Resize(recipe.size, interpolation=interp)]
-    if train:
-        ops.append(tvt.RandomHorizontalFlip())
-        if cfg.augment:
-            hp = dict(translate_const=int(recipe.size[0] * 0.45),
-                      img_mean=tuple(round(255 * m) for m in recipe.mean),
-                      interpolation=_pil(cfg.interpolation))
-            ops.append(rand_augment_transform(cfg.augment, hp))
+    modes = tvt.InterpolationMode
+    interp = modes.BICUBIC if cfg.interpolation == "bicubic" else modes.BILINEAR
+    ops = [tvt.Resize(recipe.size, interpolation=interp), tvt.RandomHorizontalFlip(recipe.hflip)]
+    if cfg.augment:
+        hp = dict(translate_const=int(recipe.size[0] * 0.45),
+                  img_mean=tuple(round(255 * m) for m in recipe.mean), interpolation=_pil(cfg.interpolation))
+        ops.append(rand_augment_transform(cfg.augment, hp))
     ops += [tvt.ToTensor(), tvt.Normalize(recipe.mean, recipe.std)]
-    if train and cfg.cutout:
+    if cfg.cutout:
         ops.append(RandomErasing(0.25, mode="const", max_count=1, device="cpu"))
     return tvt.Compose(ops)
 
@@ -79,7 +78,7 @@ class TorchvisionLoader(Loader):
     def _batches(self, order: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._sampler.items = list(zip(order.tolist(), self.sample_seeds(order).tolist()))
         if self._dl is None:  # one DataLoader: persistent workers; the sampler runs in this process
-            w = self.cfg.workers
+            w = self.workers
             self._dl = torch.utils.data.DataLoader(
                 _Dataset(self.source, self.transform), batch_size=self.batch_size, sampler=self._sampler,
                 num_workers=w, pin_memory=self.device.type == "cuda", persistent_workers=w > 0,

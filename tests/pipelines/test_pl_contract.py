@@ -133,3 +133,42 @@ def test_fashion_mnist_idx_and_converted_agree(data_root):
     assert torch.allclose(ref_x, got_x, atol=1e-5)
     assert torch.equal(ref_x[:, 0], ref_x[:, 1]) and torch.equal(ref_x[:, 1], ref_x[:, 2])  # grey -> RGB
     assert torch.allclose(ref_x[0, 0], (torch.tensor(x[30]).float() / 255 - 0.2860) / 0.3530, atol=1e-5)
+
+
+# data.train_crop / crop_scale / crop_ratio / crop_padding / hflip / crop_pct: every backend, same draws
+RECIPES = {"rrc-narrow-flip": dict(train_crop="rrc", crop_scale=[0.5, 0.9], crop_ratio=[0.9, 1.1], hflip=1.0),
+           "pad8-noflip": dict(train_crop="pad", crop_padding=8, hflip=False),
+           "none-eval80": dict(train_crop="none", crop_pct=0.8)}
+
+
+@pytest.mark.parametrize("backend", ["ffcv", "dali"])
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_keys_equal_torchvision(name, backend, jpeg_tree, converted):
+    keys = RECIPES[name]
+    split = "val" if "crop_pct" in keys else "train"
+    ref_x, ref_y = _epoch(cached_loader(image_cfg("torchvision", jpeg_tree, **keys), split))
+    x, y = _epoch(cached_loader(image_cfg(backend, converted[backend], **keys), split))
+    assert torch.equal(y, ref_y)
+    diff = (x - ref_x).abs()
+    assert diff.mean() < 0.1 and diff.mean((1, 2, 3)).max() < 0.2, (name, diff.mean())  # decoder+resampler
+    default_x, _ = _epoch(cached_loader(image_cfg(backend, converted[backend]), split))
+    assert (x - default_x).abs().mean() > 0.2  # the keys change the batches (same data, same seeds)
+
+
+def test_recipe_keys_act_as_named(jpeg_tree, converted):
+    """hflip 1 vs 0 mirrors every rrc crop; pad leaves black borders; none keeps the whole image."""
+    path = converted["ffcv"]
+    flip1, _ = _epoch(cached_loader(image_cfg("ffcv", path, **RECIPES["rrc-narrow-flip"]), "train"))
+    flip0, _ = _epoch(cached_loader(image_cfg("ffcv", path, **{**RECIPES["rrc-narrow-flip"], "hflip": 0.0}),
+                                    "train"))
+    assert torch.allclose(flip1, flip0.flip(-1), atol=1e-5)
+    padded, _ = _epoch(cached_loader(image_cfg("ffcv", path, **RECIPES["pad8-noflip"]), "train"))
+    black = -torch.tensor([0.485, 0.456, 0.406]) / torch.tensor([0.229, 0.224, 0.225])  # ImageNet mean/std
+    edge_black = [(padded[i, :, :, 0] - black.view(3, 1)).abs().max() < 1e-4 or
+                  (padded[i, :, 0, :] - black.view(3, 1)).abs().max() < 1e-4 for i in range(len(padded))]
+    assert 0 < sum(edge_black) < len(padded)  # offsets 0..16 of 8: most images shifted, some not on an edge
+    loader = cached_loader(image_cfg("ffcv", path, train_crop="none", hflip=0.0), "train")
+    _epoch(loader)
+    hw = loader._hw  # [N, 2] stored image sizes: every window is the whole image, none flipped
+    assert np.array_equal(loader._windows, np.stack([0 * hw[:, 0], 0 * hw[:, 0], hw[:, 0], hw[:, 1],
+                                                     0 * hw[:, 0]], 1))

@@ -304,6 +304,9 @@ def _manifest(plan: Plan, fmt: str, opts: dict, files: dict, splits: dict, recor
         "options": {k: opts[k] for k in BYTE_OPTIONS + ("skip_corrupt",)},
         "skipped": [s for r in records for s in r["skipped"]],
     }
+    sides = [v for r in records for v in r.get("sides") or []]
+    if plan.kind != "frames" and sides:  # the trainer's default recipe for `folder` data follows it
+        m["image_sides"] = {"max": int(max(sides)), "median": int(np.median(sides))}
     if plan.kind == "frames":
         m["frames"] = {
             "T": opts["T"],

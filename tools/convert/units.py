@@ -103,8 +103,10 @@ def _images_of(spec: dict):
 
 
 def _collect(spec: dict, skipped: list, make):
-    """Run `make` per decodable sample; corrupt ones raise unless --skip-corrupt."""
+    """Run `make` per decodable sample; corrupt ones raise unless --skip-corrupt. Each stored image's longest
+    side (px, after --max-resolution) goes into spec["sides"] for the manifest."""
     out, labels = [], []
+    max_res = spec["opts"]["max_resolution"]
     for index, label, img, data, plain, src, err in _images_of(spec):
         if err is not None:
             if not spec["opts"]["skip_corrupt"]:
@@ -113,6 +115,8 @@ def _collect(spec: dict, skipped: list, make):
             continue
         out.append(make(index, img, data, plain))
         labels.append(label)
+        side = max(img.shape[:2])
+        spec["sides"].append(min(side, max_res) if max_res else side)
     return out, labels
 
 
@@ -194,6 +198,7 @@ def run_unit(spec: dict) -> dict:
         time.sleep(delay)
     skipped: list = []
     max_count = None
+    spec = {**spec, "sides": []}
     if spec["kind"] == "frames":
         files, labels, max_count = _unit_frames(spec, skipped)
     else:
@@ -211,4 +216,5 @@ def run_unit(spec: dict) -> dict:
         "labels": labels,
         "skipped": skipped,
         "max_count": max_count,
+        "sides": spec["sides"],  # images: longest side of each stored image (px)
     }
