@@ -7,6 +7,7 @@ model (initial weights, SyncBN, compile), loaders, loss, hooks from the registry
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from launch.checkpointer import Checkpointer
 from launch.config import Config, TrainConfig, to_dict, to_yaml
 from launch.errors import CheckpointLoadError, ConfigError
 from launch.metrics import RunLogger, write_run_info
-from launch.precision import RunPrecision, resolve_precision
+from launch.precision import RunPrecision, resolve_precision, resolve_workers
 from launch.progress import TrainProgress
 from launch.trainer import Trainer
 
@@ -92,10 +93,22 @@ def micro_batches(train_loader, t: TrainConfig, data_path: str) -> int:
     return n_micro
 
 
+def resolve_loader_workers(cfg: Config, acc) -> None:
+    """`data.workers: auto` -> this process's share of the node's cores; printed once with the data recipe, kept
+    in the run's config.yaml."""
+    from pipelines.recipe import describe
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))  # set by torchrun / accelerate launch
+    cfg.data.workers, why = resolve_workers(cfg.data.workers, processes_per_node=local)
+    if acc.is_main_process:
+        print(f"dassdp-train: {describe(cfg.data)}; {why}", file=sys.stderr)
+
+
 def build_trainer(cfg: Config, acc) -> Trainer:
     """Every part of the job from its config section, prepared by `acc`, the resume state loaded."""
     t = cfg.train
     prepare_process(t, acc.device)
+    resolve_loader_workers(cfg, acc)
     with acc.main_process_first():
         datasets.ensure_data(cfg.data, main=acc.is_main_process)
     model = parts.build_model(cfg.model)

@@ -21,7 +21,7 @@ from launch.flat_config import is_flat_format, map_flat, official_run
 from launch.hooks import registered
 from models.config import ModelConfig
 from pipelines.config import DataConfig
-from pipelines.recipe import CLASSES
+from pipelines.recipe import CLASSES, fill_defaults
 
 
 def _require(checks) -> None:
@@ -184,7 +184,6 @@ def _check_model_data(m: ModelConfig, d: DataConfig) -> None:
               (m.img_size >= 8, "model.img_size", m.img_size, "at least 8 pixels"),
               (m.num_classes is None or m.num_classes >= 1, "model.num_classes", m.num_classes, "at least 1"),
               (d.batch_size >= 1, "data.batch_size", d.batch_size, "at least 1"),
-              (d.workers >= 0, "data.workers", d.workers, "0 or more"),
               (0.0 <= d.label_smoothing < 1.0, "data.label_smoothing", d.label_smoothing, "in [0, 1)")])
 
 
@@ -193,6 +192,7 @@ def derive(cfg: Config, where: str = "<config>") -> Config:
     m, d = cfg.model, cfg.data
     if len(d.input_size) != 3:
         raise ConfigError(f"{where}: data.input_size={d.input_size} must be [C, H, W]")
+    fill_defaults(d)  # the dataset-dependent data choices (crop, flip, eval crop, classes), shown resolved
     if m.img_size is None:
         m.img_size = d.input_size[-1]
     if m.in_channels is None:

@@ -12,8 +12,8 @@ An explicit "fp16" on a CPU gives fp32: the official code's `torch.cuda.amp.auto
 its CPU runs were fp32. `resolve_precision` adds `train.amp` and `train.eval_amp` (evaluation in fp32 unless
 asked) and is what the run uses, prints and records.
 
-`resolve_workers("auto", processes_per_node=n)` gives each process's loader the cores that process may use,
-less one for the process itself (see its docstring). Both return `(value, reason)`; the trainer prints the
+`resolve_workers("auto", processes_per_node=n)` gives each process's loader the cores that process may use
+(see its docstring). Both return `(value, reason)`; the trainer prints the
 reason and records both in the run.
 """
 from __future__ import annotations
@@ -218,10 +218,9 @@ def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
 
 def resolve_workers(requested: int | str, *, processes_per_node: int) -> tuple[int, str]:
     """Loader workers per process: a count as given, or for "auto" the cores each of the node's
-    `processes_per_node` processes may use less one, at least 1: ("workers", reason).
+    `processes_per_node` processes may use (affinity and cgroup quota, split evenly), at least 1:
+    (workers, reason).
 
-    The one core held back is the training process's own (its step on CPU, its Python loop and kernel
-    launches on GPU): the workers and the process together then fill the cores without oversubscribing them.
     A loader that keeps ahead of the step sleeps on its full queue, so on CPU training the workers take
     cores from the step only while catching up."""
     if isinstance(requested, str) and requested.strip().isdigit():
@@ -234,7 +233,5 @@ def resolve_workers(requested: int | str, *, processes_per_node: int) -> tuple[i
         raise ValueError(f"data.workers={requested!r} is neither a count nor auto: give 0 or more, or auto")
     procs = max(1, int(processes_per_node))
     cores = available_cores()
-    per_process = max(1, cores // procs)
-    workers = max(1, per_process - 1)
-    why = "the cores per process less one, for the process itself" if per_process > 1 else "at least one"
-    return workers, f"{cores} cores for {procs} process(es) on this node: {workers} loader worker(s) ({why})"
+    workers = max(1, cores // procs)
+    return workers, f"data.workers=auto: {cores} cores for {procs} process(es) on this node: {workers} each"
