@@ -104,7 +104,7 @@ def resolve_loader_workers(cfg: Config, acc) -> None:
         print(f"dassdp-train: {describe(cfg.data)}; {why}", file=sys.stderr)
 
 
-def build_trainer(cfg: Config, acc) -> Trainer:
+def build_trainer(cfg: Config, acc, stop=None) -> Trainer:
     """Every part of the job from its config section, prepared by `acc`, the resume state loaded."""
     t = cfg.train
     prepare_process(t, acc.device)
@@ -148,4 +148,5 @@ def build_trainer(cfg: Config, acc) -> Trainer:
                     epoch=progress.epoch, resumed=resumed)
     return Trainer(cfg, acc, model=prepared, raw=raw, val_loader=val_loader, train_loader=train_loader,
                    criterion=parts.build_criterion(t, cfg.data.label_smoothing), optimizer=optimizer,
-                   sched=sched, hooks=training_hooks, progress=progress, ckpt=ckpt, log=log, n_micro=n_micro)
+                   sched=sched, hooks=training_hooks, progress=progress, ckpt=ckpt, log=log, n_micro=n_micro,
+                   stop=stop)

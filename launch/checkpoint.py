@@ -5,13 +5,23 @@ and nothing in the file can run code. Layout (keys):
   model, optimizer, scheduler, scaler, hooks (name -> state), epoch, batch (micro-batches of `epoch`
   already consumed), step (optimizer steps), best_acc1, samples, skipped_nonfinite, skipped_overflow (the
   last three absent in files written before they existed), rng (one entry per rank), world_size,
-  batch_size, config, versions, kind ("last" | "best"), format (int).
+  batch_size, config, versions, kind ("last" | "best"), format (int), digest (sha256 over every other
+  entry, see `state_digest`; absent in files written before it existed, which are read unverified).
 `model` under that key also makes our files readable as official `{"model": state_dict}` files.
+
+Next to `last.pt` a run keeps `last.prev.pt`: the previous `last`, hard-linked aside only once the new
+file is complete (written, fsynced), just before the rename that publishes it. `--resume auto` reads
+`last.pt`; when that one is damaged (truncated, digest mismatch, another architecture) it says so and
+resumes from the newest good one of `last.prev.pt` and `best.pt`. The damaged file stays as `last.pt`
+until the next checkpoint is complete; then it is renamed `last.pt.damaged-<time>` (kept, for a look)
+instead of becoming `last.prev.pt`.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +30,7 @@ import torch
 
 from launch.environment import versions  # noqa: F401  (re-exported: checkpoints record it)
 from launch.errors import CheckpointLoadError  # noqa: F401  (re-exported: raised by the readers below)
+from models.checkpoint import load_error_reason
 
 FORMAT = 1
 
@@ -66,8 +77,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write) -> Path:
-    """Call `write(file_object)` on a temporary file, fsync it, then rename it over `path`."""
+def atomic_write(path: str | Path, write, before_publish=None) -> Path:
+    """`write(file_object)` into a temporary file, fsync, `before_publish()` if given, rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -76,6 +87,8 @@ def atomic_write(path: str | Path, write) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_publish is not None:
+            before_publish()
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -84,11 +97,67 @@ def atomic_write(path: str | Path, write) -> Path:
     return path
 
 
-def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write a checkpoint dict atomically (a crash leaves the previous file intact)."""
-    state = dict(state, format=FORMAT)
+def state_digest(state: dict) -> str:
+    """sha256 over every entry of a checkpoint dict but `digest`: key paths, tensors' dtype, shape, bytes."""
+    h = hashlib.sha256()
+
+    def walk(obj, where: str) -> None:
+        if isinstance(obj, dict):
+            for k in sorted(obj, key=repr):
+                if not (where == "" and k == "digest"):
+                    walk(obj[k], f"{where}/{k!r}")
+        elif isinstance(obj, (list, tuple)):
+            h.update(f"{where}:{type(obj).__name__}[{len(obj)}]".encode())
+            for i, v in enumerate(obj):
+                walk(v, f"{where}/{i}")
+        elif isinstance(obj, torch.Tensor):
+            t = obj.detach().to("cpu").contiguous()
+            h.update(f"{where}:{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(f"{where}={obj!r}".encode())
+
+    walk(state, "")
+    return h.hexdigest()
+
+
+def previous_path(path: Path) -> Path:
+    """Where the previous version of `path` is kept: last.pt -> last.prev.pt."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _keep_previous(path: Path, damaged: bool) -> None:
+    """Before `path` is replaced: link it aside as <stem>.prev (or <name>.damaged-<time> if `damaged`)."""
+    if not path.is_file():
+        return
+    if damaged:  # evidence: its own name, never over the good previous checkpoint
+        os.replace(path, path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
+        return
+    link = path.with_name(f".{path.name}.prev-{os.getpid()}")
+    link.unlink(missing_ok=True)
     try:
-        return atomic_write(path, lambda f: torch.save(state, f))
+        os.link(path, link)  # path keeps its bytes until the new file is renamed over it
+        os.replace(link, previous_path(path))
+    except OSError:  # no hard links here: a copy of the complete file
+        import shutil
+
+        shutil.copyfile(path, link)
+        os.replace(link, previous_path(path))
+
+
+def save_checkpoint(state: dict, path: str | Path, *, keep_previous: bool = False,
+                    replaces_damaged: bool = False) -> Path:
+    """Write a checkpoint dict atomically (a crash leaves the previous file intact), its digest included.
+
+    keep_previous: the file it replaces becomes <stem>.prev<suffix> (or, `replaces_damaged`, is renamed
+    <name>.damaged-<time>), once the new file is complete.
+    """
+    state = dict(state, format=FORMAT)
+    state["digest"] = state_digest(state)
+    path = Path(path)
+    aside = (lambda: _keep_previous(path, replaces_damaged)) if keep_previous else None
+    try:
+        return atomic_write(path, lambda f: torch.save(state, f), before_publish=aside)
     except OSError as e:
         raise CheckpointLoadError(f"could not write checkpoint {path}: {e.strerror or e}; the previous "
                                   "checkpoint (if any) is unchanged — free disk space and resume") from e
@@ -117,12 +186,13 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated files, forbidden globals
-        lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [type(e).__name__]
-        why = next((x for x in lines if "Unsupported global" in x), lines[0])
-        raise CheckpointLoadError(f"checkpoint {path} cannot be read safely ({why[:200]}); it is "
+        raise CheckpointLoadError(f"checkpoint {path} cannot be read safely ({load_error_reason(e)}); it is "
                                   "truncated, corrupt or not a checkpoint of this trainer") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointLoadError(f"checkpoint {path} has no `model` entry; it is not a training checkpoint")
+    if "digest" in state and state["digest"] != state_digest(state):
+        raise CheckpointLoadError(f"checkpoint {path} is damaged: its contents differ from the sha256 digest "
+                                  "stored when it was written; resume from an earlier checkpoint")
     return state
 
 

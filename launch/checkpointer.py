@@ -3,7 +3,8 @@
 It holds the model (unwrapped), optimizer, scheduler, the accelerator's scaler, the hooks by name and
 the plain config dict, and nothing else: the position and counters come in a `TrainProgress`, RNG states
 are read from every rank at save time. The file layout is `launch.checkpoint`'s. On restore it also
-re-shards the position when the process count changed and notes the config keys that differ.
+re-shards the position when the process count changed and notes the config keys that differ; `auto`
+falls back from a damaged `last.pt` to the newest good checkpoint kept (see `launch.checkpoint`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from launch.checkpoint import (
     export_safetensors,
     load_checkpoint,
+    previous_path,
     resume_path,
     rng_state,
     save_checkpoint,
@@ -24,7 +26,7 @@ from launch.errors import CheckpointLoadError
 from launch.progress import TrainProgress
 
 IGNORED_ON_RESUME = ("train.resume", "train.output_dir", "train.test_only", "train.transfer",
-                     "train.stop_after_steps", "train.save_every_steps", "log.")
+                     "train.stop_after_steps", "train.save_every_steps", "train.time_limit", "log.")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -42,6 +44,7 @@ class Checkpointer:
         self.dir, self.acc = Path(ckpt_dir), acc
         self.model, self.optimizer, self.scheduler, self.hooks = model, optimizer, scheduler, hooks
         self.config, self.export = config, export  # config: the resolved config as a plain dict
+        self.last_damaged = False  # resume auto found last.pt damaged: the next save sets it aside
 
     @property
     def last(self) -> Path:
@@ -70,23 +73,29 @@ class Checkpointer:
                 "rng": rngs, "world_size": acc.num_processes, "batch_size": self.config["data"]["batch_size"],
                 "config": self.config, "versions": versions(), "kind": kind,
             }
-            save_checkpoint(state, path)
+            save_checkpoint(state, path, keep_previous=kind == "last",
+                            replaces_damaged=kind == "last" and self.last_damaged)
             if self.export:
                 export_safetensors(state["model"], path.with_suffix(".safetensors"),
                                    {"epoch": progress.epoch, "step": progress.step,
                                     "model": self.config["model"]["name"]})
         acc.wait_for_everyone()
+        self.last_damaged = self.last_damaged and kind != "last"
         return path
 
     def restore(self, resume: str | None, progress: TrainProgress) -> bool:
         """Load `train.resume` (PATH or auto) into every part and `progress`; False for a fresh start."""
-        path = resume_path(resume, self.dir)
-        if path is None:
-            if resume == "auto":
+        if resume == "auto":
+            found = self._auto()
+            if found is None:
                 self.acc.print(f"resume auto: no checkpoint in {self.dir}; starting fresh")
-            return False
-        sd = load_checkpoint(path)
-        self._load_model(sd["model"], path)
+                return False
+            path, sd = found
+        else:
+            path = resume_path(resume, self.dir)
+            if path is None:
+                return False
+            sd = self._usable(path)
         self.optimizer.load_state_dict(sd["optimizer"])
         self.scheduler.load_state_dict(sd["scheduler"])
         if sd.get("scaler") and self.acc.scaler is not None:
@@ -102,6 +111,39 @@ class Checkpointer:
         self.acc.print(f"resumed from {path}: epoch {progress.epoch}, batch {progress.batch}, "
                        f"step {progress.step}, best top1 {progress.best_acc1:.4f}")
         return True
+
+    def _usable(self, path: Path) -> dict:
+        """The checkpoint at `path`, read, verified and its weights loaded into the model."""
+        sd = load_checkpoint(path)
+        self._load_model(sd["model"], path)
+        return sd
+
+    def _auto(self) -> tuple[Path, dict] | None:
+        """`last.pt`, else (damaged or absent) the newest good of `last.prev.pt` and `best.pt`; None: none."""
+        last, why = self.last, f"no {self.last.name}"
+        if last.is_file():
+            try:
+                return last, self._usable(last)
+            except CheckpointLoadError as e:
+                why, self.last_damaged = str(e), True
+        good, errors = [], [why] if self.last_damaged else []
+        for p in (previous_path(last), self.dir / "best.pt"):
+            if p.is_file():
+                try:
+                    good.append((self._usable(p).get("step", 0), p))
+                except CheckpointLoadError as e:
+                    errors.append(str(e))
+        if not good:
+            if errors:
+                raise CheckpointLoadError(f"resume auto: no usable checkpoint in {self.dir}: "
+                                          f"{' | '.join(errors)}; move these files away to start fresh or "
+                                          "pass --resume PATH")
+            return None
+        step, path = max(good)
+        self.acc.print(f"resume auto: {why}; resuming from {path} (step {step}), the newest good checkpoint "
+                       f"kept" + (f"; {last.name} stays until the next checkpoint is written, then is kept "
+                                  f"as {last.name}.damaged-<time>" if self.last_damaged else ""))
+        return path, self._usable(path)
 
     def _load_model(self, weights: dict, path: Path) -> None:
         try:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from launch.config import Config, load_config
-from launch.errors import ConfigError
+from launch.errors import ConfigError, one_line
 from launch.flat_config import FLAT_KEYS
 
 # The original flags, as overrides of the schema (an explicit dotted override still wins: it comes last).
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer", metavar="CKPT", help="fine-tune from a checkpoint, classifier dropped")
     p.add_argument("--test-only", action="store_true", help="evaluate and print the SOP/energy table")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--debug", action="store_true",
+                   help="also print the traceback of an input error (or set DASSDP_DEBUG=1)")
     flat = p.add_argument_group("upstream flags (same meaning as the upstream flat config keys)")
     for key, dotted in FLAT_KEYS.items():
         if key in ("test_only",):
@@ -63,5 +65,5 @@ def _quote(path: str) -> str:
 
 def config_error_exit(err: ConfigError) -> int:
     """Print a config error as one line and return the exit status."""
-    print(f"dassdp-train: config error: {err}", file=sys.stderr)
+    print(f"dassdp-train: config error: {one_line(err)}", file=sys.stderr)
     return 2

@@ -19,9 +19,18 @@ from launch.config_loader import to_dict, to_yaml  # noqa: F401 - part of this m
 from launch.errors import ConfigError
 from launch.flat_config import is_flat_format, map_flat, official_run
 from launch.hooks import registered
+from launch.preempt import parse_duration
 from models.config import ModelConfig
 from pipelines.config import DataConfig
 from pipelines.recipe import CLASSES, fill_defaults
+
+
+def _duration(value) -> float:
+    """Seconds of a duration value, 0 when it cannot be read (the check reports it)."""
+    try:
+        return parse_duration(value)
+    except ValueError:
+        return 0.0
 
 
 def _require(checks) -> None:
@@ -93,11 +102,14 @@ class TrainConfig:
     save_rank_weights: bool = False  # debug: every rank writes its final weights (consistency checks)
     eval_batches: int | None = None  # cap on validation batches per evaluation (short runs)
     cpu_malloc_reuse: bool = True  # CPU runs: freed memory stays in the heap for reuse (no page faults)
+    time_limit: str | float | None = None  # "3:55:00" or seconds: save and exit 75 before it (launch.preempt)
 
     def check(self) -> None:
         """Reject loop lengths below one."""
         _require([(self.epochs >= 1, "train.epochs", self.epochs, "at least 1"),
                   (self.grad_accum >= 1, "train.grad_accum", self.grad_accum, "at least 1"),
+                  (self.time_limit is None or _duration(self.time_limit) > 0, "train.time_limit",
+                   self.time_limit, "a positive duration like '3:55:00', '1-00:00:00' or seconds"),
                   (self.eval_every >= 1, "train.eval_every", self.eval_every, "at least 1")])
 
 

@@ -3,6 +3,8 @@
 One step: forward (observers of hooks record) -> loss on the T-mean of the logits -> backward (no DDP
 all-reduce between accumulation boundaries) -> at a boundary: clip, optimizer step; if the step really
 happened (not an AMP-overflow skip): scheduler update, hooks' `after_optimizer_step` -> neuron reset.
+After each real step (and each epoch) the ranks agree whether to stop (`launch.preempt`: a signal or the
+time limit); if so, every rank saves `last` at that step and the run ends with status 75, resumable.
 """
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ import time
 import torch
 from spikingjelly.activation_based import functional as sj_functional
 
-from launch.errors import TrainingStopped
+from launch.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, TrainingStopped
 from launch.finish import finish, sync_buffers
 from launch.metrics import LossTracker, ProgressBar, StepTimer, topk_correct
+from launch.preempt import StopRequest
+from pipelines import DataError
 
 
 def close_iter(it) -> None:
@@ -30,7 +34,8 @@ class Trainer:
     """Runs epochs over the parts it is handed; `progress` is where the run stands, `ckpt` saves it."""
 
     def __init__(self, cfg, acc, *, model, raw, val_loader, train_loader=None, criterion=None, optimizer=None,
-                 sched=None, hooks=None, progress=None, ckpt=None, log=None, n_micro: int = 0):
+                 sched=None, hooks=None, progress=None, ckpt=None, log=None, n_micro: int = 0,
+                 stop: StopRequest | None = None):
         self.cfg, self.acc = cfg, acc
         self.model, self.raw = model, raw  # prepared (DDP/compiled) and the plain module inside
         self.train_loader, self.val_loader, self.criterion = train_loader, val_loader, criterion
@@ -39,6 +44,7 @@ class Trainer:
         self.n_micro, self.steps_per_epoch = n_micro, math.ceil(n_micro / cfg.train.grad_accum)
         self.losses = LossTracker(acc.device)
         self.grad_norm, self.hook_metrics, self.last_epoch = None, {}, {}
+        self.stop = stop or StopRequest(env={})  # the default never stops: no handlers, no deadline
         self._t0 = time.time()
 
     # ------------------------------------------------------------------------- the loop
@@ -49,17 +55,21 @@ class Trainer:
                        f"epochs on {self.acc.num_processes} process(es), device {self.acc.device}, "
                        f"precision {self.acc.mixed_precision}, hooks {list(self.hooks) or 'none'}")
         try:
+            self.stop_if_asked(save=False)  # a signal during the build: nothing new to save
             for epoch in range(p.epoch, t.epochs):
                 if not self.train_epoch(epoch):
                     return 0  # train.stop_after_steps reached: state saved
                 self.sched.step(epoch + 1)
-                val = self.evaluate() if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs else {}
+                with self.stop.timing("eval"):
+                    val = self.evaluate() if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs else {}
                 self.end_epoch(epoch, val)
                 self.log.log_epoch(epoch, p.step, {**self.last_epoch, **val})
                 if self.acc.is_main_process and val:
                     print(f"epoch {epoch}: val loss {val['val_loss']:.4f} top1 {val['val_top1']:.4f} "
                           f"top5 {val['val_top5']:.4f} (best {p.best_acc1:.4f}), eval {self.eval_precision}",
                           file=sys.stderr)
+                if epoch + 1 < t.epochs:
+                    self.stop_if_asked(save=False)  # end_epoch saved `last` at this very position
             self.check_finite()
             finish(self.raw, self.acc, p, output_dir=t.output_dir, wall_s=time.time() - self._t0,
                    last_epoch=self.last_epoch, rank_weights=t.save_rank_weights,
@@ -94,6 +104,7 @@ class Trainer:
                 bar.update()
                 if p.step % self.cfg.log.every_steps == 0:
                     bar.show(self._log_step(epoch, timer))
+                self.stop_if_asked(save=True)
                 if t.save_every_steps and p.step % t.save_every_steps == 0:
                     self.save("last")
                 if t.stop_after_steps is not None and p.step >= t.stop_after_steps:
@@ -154,8 +165,9 @@ class Trainer:
         except Exception as e:  # a crashed worker, a decode error: keep a usable checkpoint, then stop
             where = self._save_on_crash(i)
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            code = EXIT_BAD_INPUT if isinstance(e, DataError) else 5  # DataError: a named damaged file
             raise TrainingStopped(f"data loader failed in epoch {epoch} at batch {i}: {type(e).__name__}: "
-                                  f"{first}; {where}; fix the data and rerun with --resume auto", 5) from e
+                                  f"{first}; {where}; fix the data and rerun with --resume auto", code) from e
 
     def _finite_everywhere(self, loss: torch.Tensor) -> bool:
         bad = (~torch.isfinite(loss.detach())).float().reshape(1)
@@ -186,7 +198,21 @@ class Trainer:
     def save(self, kind: str) -> None:
         """checkpoints/<kind>.pt of the current progress (never a state that already saw a NaN)."""
         self.check_finite()
-        self.ckpt.save(kind, self.progress)
+        with self.stop.timing("save"):
+            self.ckpt.save(kind, self.progress)
+
+    def stop_if_asked(self, save: bool) -> None:
+        """If the ranks agree to stop (signal, time limit): `last` of this step (if `save`), exit 75."""
+        why = self.stop.requested(self.acc)
+        if why is None:
+            return
+        p = self.progress
+        if save:
+            self.save("last")
+        where = f"state saved to {self.ckpt.last}" if self.ckpt.last.is_file() else "no checkpoint yet"
+        raise TrainingStopped(f"{why}: stopped at step {p.step} (epoch {p.epoch}, batch {p.batch}), {where}; "
+                              f"rerun with --resume auto to continue (exit status {EXIT_PREEMPTED})",
+                              EXIT_PREEMPTED)
 
     def _save_on_crash(self, micro: int) -> str:
         """After a loader failure: save the position if this process can do so alone; say where to resume."""

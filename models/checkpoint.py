@@ -47,6 +47,13 @@ class LoadReport:
         return "; ".join(parts)
 
 
+def load_error_reason(e: Exception) -> str:
+    """torch.load's or safetensors' (often multi-line) error as one short clause: the line that says why."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [type(e).__name__]
+    why = next((x for x in lines if "global" in x.lower() and "unsupported" in x.lower()), lines[0])
+    return why[:200]
+
+
 def _read(path_or_state) -> tuple[Mapping[str, torch.Tensor], str, str]:
     """Return (state dict, source label, kind)."""
     if isinstance(path_or_state, Mapping):
@@ -59,12 +66,19 @@ def _read(path_or_state) -> tuple[Mapping[str, torch.Tensor], str, str]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(path), device="cpu"), source, "safetensors"
+            try:
+                return load_file(str(path), device="cpu"), source, "safetensors"
+            except Exception as e:  # noqa: BLE001 - reported as one clear error
+                raise CheckpointError(f"cannot read {path} as safetensors ({load_error_reason(e)}); "
+                                      "the file is truncated or not a .safetensors file: export it "
+                                      "again") from None
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - reported as one clear error
-            raise CheckpointError(f"cannot read {path} as a torch checkpoint with weights_only=True ({e}); "
-                                  "re-save it as {'model': state_dict} of plain tensors") from e
+            raise CheckpointError(f"cannot read {path} as a plain-tensor torch checkpoint "
+                                  f"({load_error_reason(e)}); nothing in it was run; if you trust its "
+                                  "source, re-save it as {'model': state_dict} of plain tensors or as "
+                                  ".safetensors") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source} holds a {type(obj).__name__}, not a state dict or {{'model': ...}}")
     if isinstance(obj.get("model"), Mapping):
