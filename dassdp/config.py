@@ -6,8 +6,8 @@ from typing import Literal
 
 # The two documented settings (docs/dassdp.md, "Presets"); a preset only fills the keys left unset (null).
 PRESETS: dict[str, dict[str, object]] = {
-    "code": {"latency": "last", "a_minus": 5e-4},  # the authors' public code (the paper's numbers)
-    "paper": {"latency": "first", "a_minus": 1e-4},  # the paper's text
+    "code": {"latency": "last", "a_minus": 5e-4, "block_silent": "zero"},  # the authors' public code
+    "paper": {"latency": "first", "a_minus": 1e-4, "block_silent": "T"},  # the paper's text
 }
 
 SITES = ("classifier", "first_last_stage_dssa")  # the authors' two sites (SpikingResformer aliases)
@@ -27,6 +27,9 @@ class DASSDPConfig:
     gate_clip: tuple[float, float] = (0.0, 2.0)  # [low, high] clip of the per-sample dopamine gate
     dw_clip: float = 1.0  # clip of dW per entry (never active in practice: abs(dW) <= 2 max(A))
     latency: Literal["last", "first"] | None = None  # null = from preset (code: last spike, paper: first)
+    # latency of a block site's never-fired channel; null = from preset (code: "zero", what its
+    # cumsum().argmax() gives at W_proj; paper: "T"). Linear sites (the classifier) always use T, as the code.
+    block_silent: Literal["zero", "T"] | None = None
     sites: list[str] = field(default_factory=lambda: list(SITES))  # site aliases, or raw "path:type:weight"
 
     def __post_init__(self) -> None:
@@ -49,6 +52,7 @@ class DASSDPConfig:
             (self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps", self.warmup_steps,
              "0 or more"),
             (self.latency in ("last", "first"), "latency", self.latency, "'last' or 'first'"),
+            (self.block_silent in ("zero", "T"), "block_silent", self.block_silent, "'zero' or 'T'"),
             (len(self.sites) > 0, "sites", self.sites, "a non-empty list of site names"),
         ]
         for ok, key, value, what in checks:

@@ -17,10 +17,12 @@ def synchrony(pre: Tensor, post: Tensor) -> Tensor:
     return post.float().mean(1) * pre.float().mean(1)  # [B]
 
 
-def latency(spikes: Tensor, mode: str = "last") -> Tensor:
-    """Spike latency in steps from a 0/1 sequence [T,B,C] -> [B,C] float; never-spiking units get T.
+def latency(spikes: Tensor, mode: str = "last", silent: int | None = None) -> Tensor:
+    """Spike latency in steps from a 0/1 sequence [T,B,C] -> [B,C] float; never-spiking units get `silent`
+    (None: T).
 
-    mode "last": the last step with a spike (what the authors' `cumsum(0).argmax(0)` returns);
+    mode "last": the last step with a spike (what the authors' `cumsum(0).argmax(0)` returns; that gives a
+    never-spiking unit 0, which their W_proj site keeps and their classifier site replaces by T);
     mode "first": the first step with a spike (the paper's words).
     """
     if spikes.dim() < 1 or spikes.shape[0] < 1:
@@ -28,11 +30,13 @@ def latency(spikes: Tensor, mode: str = "last") -> Tensor:
     T = spikes.shape[0]
     fired = spikes > 0  # [T,B,C] bool
     steps = torch.arange(T, device=spikes.device).view(T, *([1] * (spikes.dim() - 1)))  # [T,1,1]
+    quiet = T if silent is None else silent
     if mode == "last":
         t = torch.where(fired, steps, -1).amax(0)  # [B,C], -1 where silent
-        t = torch.where(t < 0, T, t)
+        t = torch.where(t < 0, quiet, t)
     elif mode == "first":
         t = torch.where(fired, steps, T).amin(0)  # [B,C], T where silent
+        t = t if silent is None else torch.where(fired.any(0), t, quiet)
     else:
         raise ValueError(f"latency: mode={mode!r} must be 'last' (authors' code) or 'first' (paper text)")
     return t.to(spikes.dtype if spikes.is_floating_point() else torch.float32)

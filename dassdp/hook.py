@@ -36,7 +36,7 @@ class DASSDPHook:
     def setup(self, model: nn.Module, *, steps_per_epoch: int) -> None:
         """Resolve the sites and attach observers (`steps_per_epoch` unused: warm-up is in steps/epochs)."""
         self.close()
-        self.observers = [SiteObserver(spec, model, self.cfg.latency)
+        self.observers = [SiteObserver(spec, model, self.cfg.latency, self.cfg.block_silent)
                           for spec in resolve_sites(model, self.cfg.sites)]
         self._to(self.observers[0].weight.device)
 

@@ -5,7 +5,8 @@ attribute path)) or by a raw string "module.path:type:weight_attr", so the rule 
 Site types say how pre/post are observed (docs/dassdp.md):
 - "linear": the module maps [T,B,C_in] -> [T,B,C_out]; fired = (T-mean > 0), latency from (x_t > 0).
 - "block":  the module maps [T,B,C,H,W] -> [T,B,C,H,W]; a channel spikes at step t when any spatial
-            position is > 0; fired = spiked in any step; the weight is viewed as [C, C].
+            position is > 0; fired = spiked in any step; the weight is viewed as [C, C]; a never-fired
+            channel's latency is `dassdp.block_silent` (code preset: 0, as the authors' code; paper: T).
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ class SiteObserver:
     allocated once and overwritten in place (no host sync, no graph kept alive). Eval forwards are untouched.
     """
 
-    def __init__(self, spec: SiteSpec, model: nn.Module, latency_mode: str):
+    def __init__(self, spec: SiteSpec, model: nn.Module, latency_mode: str, block_silent: str = "T"):
         self.spec = spec
         self.module = _get(model, spec.path, "module", spec.name)
         if not isinstance(self.module, nn.Module):
@@ -87,6 +88,7 @@ class SiteObserver:
             raise SiteError(f"dassdp site {spec.name!r}: {spec.path}.{spec.weight_attr} must be a weight "
                             "tensor of 2 or more dims")
         self.latency_mode = latency_mode
+        self.silent = 0 if spec.kind == "block" and block_silent == "zero" else None  # None: T
         self.bufs: dict[str, Tensor] = {}  # pre/t_pre [B,C_in], post/t_post [B,C_out]
         self.seen = {"pre": False, "post": False}
         self.T = 0
@@ -115,7 +117,7 @@ class SiteObserver:
         """Record side "pre" or "post" of the site from its spikes `x`; the forward hooks call this."""
         with torch.no_grad():
             fired, seq = self._spikes(x)
-            t = latency(seq, self.latency_mode)  # [B,C]
+            t = latency(seq, self.latency_mode, self.silent)  # [B,C]
             for key, val in ((side, fired), ("t_" + side, t)):
                 buf = self.bufs.get(key)
                 if buf is None or buf.shape != val.shape or buf.device != val.device:

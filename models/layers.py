@@ -123,6 +123,7 @@ class DSSA(nn.Module):
         self.dim, self.num_heads, self.lenth = dim, num_heads, length  # `lenth`: the original's N'
         self.momentum = 0.999
         self.frozen_ema = frozen_ema
+        self.low_precision_ema: bool | None = None  # frozen_ema + autocast: set by the 1st batch
         self.register_buffer("firing_rate_x", torch.zeros(1, 1, num_heads, 1, 1))
         self.register_buffer("firing_rate_attn", torch.zeros(1, 1, num_heads, 1, 1))
         self.register_buffer("rate_seen", torch.zeros((), dtype=torch.bool), persistent=False)
@@ -146,18 +147,29 @@ class DSSA(nn.Module):
             for n, s in shapes.items():
                 self._buffers[n] = self._buffers[n].view(s)
 
-    def _ema_dtype(self, x: torch.Tensor) -> torch.dtype:
-        # frozen_ema reproduces the original under AMP: its buffers became the autocast dtype there.
-        if self.frozen_ema and torch.is_autocast_enabled(x.device.type):
-            return torch.get_autocast_dtype(x.device.type)
-        return self.firing_rate_x.dtype  # float32 (float64 for a .double() model)
+    def _rate_dtypes(self, x: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
+        """(dtype of a batch's rate, dtype of the EMA). The buffers' own dtype, except with `frozen_ema` under
+        autocast, which reproduces the official code there: its batch rate is a mean of autocast-dtype spikes;
+        in a fresh run (buffers all zero at the first training batch) it re-binds each buffer to that rate,
+        so the EMA runs in the autocast dtype, where 0.001 steps mostly round away; with loaded buffers
+        (transfer, pretrained, and its own resume) the buffer stays float32 and tracks."""
+        own = self.firing_rate_x.dtype  # float32 (float64 for a .double() model)
+        if not (self.frozen_ema and self.training and torch.is_autocast_enabled(x.device.type)):
+            return own, own
+        amp = torch.get_autocast_dtype(x.device.type)
+        if self.low_precision_ema is None:  # decided once per process: one host read per layer
+            fresh = (self.firing_rate_x == 0).all() & (self.firing_rate_attn == 0).all()
+            self.low_precision_ema = bool(fresh)
+        return amp, amp if self.low_precision_ema else own
 
     @torch.no_grad()
-    def _update_rate(self, buf: torch.Tensor, spikes: torch.Tensor, dt: torch.dtype) -> None:
-        """In-place EMA of the per-head firing rate; the first training batch sets it (as the original)."""
-        r = spikes.mean((0, 2, 3), dtype=buf.dtype).to(dt).view_as(buf)  # [1, 1, h, 1, 1], no upcast copy
-        b = buf.to(dt)
-        b = torch.where(~self.rate_seen & (buf == 0).all(), r, b)
+    def _update_rate(self, buf: torch.Tensor, spikes: torch.Tensor, rate: torch.dtype,
+                     ema: torch.dtype) -> None:
+        """In-place EMA of the per-head firing rate; the first training batch sets it (as the original).
+        Evaluated as the original's `buf * m + r * (1 - m)`: each product and the sum rounded to its dtype."""
+        r = spikes.mean((0, 2, 3), dtype=buf.dtype).to(rate).view_as(buf)  # [1, 1, h, 1, 1], no upcast copy
+        b = buf.to(ema)
+        b = torch.where(~self.rate_seen & (buf == 0).all(), r.to(ema), b)
         buf.copy_(b * self.momentum + r * (1 - self.momentum))
 
     def _scale(self, buf: torch.Tensor, n: int, dt: torch.dtype) -> torch.Tensor:
@@ -171,9 +183,9 @@ class DSSA(nn.Module):
         y = y.reshape(T * B, h, 2 * d, -1)  # [T*B, h, 2d, N']
         y1, y2 = y[:, :, :d], y[:, :, d:]  # [T*B, h, d, N'] each
         sh = s.flatten(0, 1).reshape(T * B, h, d, H * W)  # [T*B, h, d, N]
-        dt = self._ema_dtype(x)
+        rate_dt, dt = self._rate_dtypes(x)
         if self.training:
-            self._update_rate(self.firing_rate_x, sh, dt)
+            self._update_rate(self.firing_rate_x, sh, rate_dt, dt)
         # The attention map is computed transposed ([N, N'] per head, contiguous) and handed on as its
         # [N', N] view: the second matmul then reads it without a copy and its gradient arrives in the same
         # layout (no transposing copy of the largest tensor in the model, forward or backward). Both
@@ -183,7 +195,7 @@ class DSSA(nn.Module):
         attn_t = torch.matmul(sh.transpose(-1, -2), y1)  # [T*B, h, N, N'] = (scaled y1^T @ s)^T
         attn = self.activation_attn(attn_t.unflatten(0, (T, B)).transpose(-1, -2))  # [T, B, h, N', N]
         if self.training:
-            self._update_rate(self.firing_rate_attn, attn.flatten(0, 1), dt)
+            self._update_rate(self.firing_rate_attn, attn.flatten(0, 1), rate_dt, dt)
             self.rate_seen.fill_(True)
         y2 = y2 * self._scale(self.firing_rate_attn, self.lenth, dt)  # after the rate update, as the original
         # (y2 @ attn)^T = attn^T @ y2^T lands directly in channels-last order [T*B, N, h, d]

@@ -126,3 +126,11 @@ def test_gate_estimator_float64_sums_survive_many_steps():
     _, mu, sd = est.fit()
     torch.testing.assert_close(mu, S.double().mean(), rtol=1e-9, atol=0)
     torch.testing.assert_close(sd, S.double().std(unbiased=False) + 1e-8, rtol=1e-6, atol=0)
+
+
+def test_latency_of_silent_units_can_be_the_authors_0():
+    spikes = torch.tensor([[[0.0, 1.0]], [[0.0, 0.0]], [[0.0, 1.0]]])  # [T=3, B=1, C=2]: unit 0 never fires
+    assert latency(spikes, "last", silent=0).tolist() == [[0.0, 2.0]]
+    assert torch.equal(latency(spikes, "last", silent=0), latency_cumsum_argmax(spikes, silent_value=None))
+    assert latency(spikes, "first", silent=0).tolist() == [[0.0, 0.0]]
+    assert latency(spikes, "last").tolist() == [[3.0, 2.0]]

@@ -166,9 +166,10 @@ def test_one_applied_step_equals_the_authors_formulas():
     xb, yb = seen["blk"]  # [T,B,C,H,W]
     sp = (xb.flatten(3) > 0).any(-1).float()  # [T,B,C]
     so = (yb.flatten(3) > 0).any(-1).float()
-    sites = {"classifier": (pre, post, t_pre, t_post),
+    assert (sp.sum(0) == 0).any() and (x > 0).sum(0).eq(0).any()  # never-fired units on both sites
+    sites = {"classifier": (pre, post, t_pre, t_post),  # the authors' classifier: a never-fired unit gets T
              "first_last_stage_dssa": ((sp.sum(0) > 0).float(), (so.sum(0) > 0).float(),
-                                       latency_cumsum_argmax(sp, T), latency_cumsum_argmax(so, T))}
+                                       latency_cumsum_argmax(sp, None), latency_cumsum_argmax(so, None))}
     for name, (p, q, tp, tq) in sites.items():
         S = (q.unsqueeze(2) * p.unsqueeze(1)).mean((1, 2))
         k, mu, sd = hook.gate_params[name].unbind()
@@ -236,6 +237,7 @@ def test_bad_sites_and_state_give_clear_errors():
 def test_presets():  # `enabled: false` builds no hook at all: tests/launch/test_hook_registry.py
     code, paper = DASSDPConfig(), DASSDPConfig(preset="paper")
     assert (code.latency, code.a_minus, paper.latency, paper.a_minus) == ("last", 5e-4, "first", 1e-4)
+    assert (code.block_silent, paper.block_silent) == ("zero", "T")
     assert DASSDPConfig(preset="paper", a_minus=2e-4).a_minus == 2e-4  # explicit keys win over the preset
 
 
@@ -246,3 +248,19 @@ def test_first_spike_preset_runs_and_differs_from_last():
     train_steps(a, oa, ha, batches, range(4))
     train_steps(b, ob, hb, batches, range(4))
     assert not torch.equal(a.classifier.weight, b.classifier.weight)
+
+
+def test_a_never_fired_block_channel_has_latency_0_in_the_code_preset_and_T_in_the_paper_preset():
+    """The authors' W_proj latency is `cumsum(0).argmax(0)`: 0 for a channel that never fired."""
+    batches = make_batches(1)
+    seen = {}
+    for preset in ("code", "paper"):
+        model, hook, _ = setup_run(preset=preset, latency="last")
+        obs = {o.spec.name: o for o in hook.observers}["first_last_stage_dssa"]
+        model(batches[0][0])
+        sj_functional.reset_net(model)
+        silent = obs.bufs["post"] == 0  # [B, C]
+        assert silent.any() and (~silent).any()
+        seen[preset] = obs.bufs["t_post"]
+        assert torch.equal(obs.bufs["t_post"][~silent], seen["code"][~silent])
+    assert (seen["code"][silent] == 0).all() and (seen["paper"][silent] == model.T).all()

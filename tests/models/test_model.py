@@ -345,3 +345,43 @@ def test_torch_compile_fullgraph_matches_eager():
         reset_net(model)
         compiled = torch.compile(model, fullgraph=True, dynamic=False)(x)
     torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
+
+
+def _official_ema_run(start: float | None, steps: int = 3):
+    """frozen_ema under fp16 autocast, beside the official update written out: each batch's per-head rate is
+    the mean of its spikes rounded to fp16; a zero buffer is re-bound to the first rate and then runs
+    `buf * 0.999 + r * 0.001` in fp16; a loaded (nonzero) buffer stays float32: `fp32 * 0.999 + fp16 product`."""
+    torch.manual_seed(0)
+    model = _tiny(frozen_ema=True)
+    dssa = model.layers[0][0]
+    if start is not None:  # a transfer run: loaded, nonzero rates
+        dssa.firing_rate_x.fill_(start)
+        dssa.firing_rate_attn.fill_(start)
+    seen = {}
+    dssa.activation_in.register_forward_hook(lambda m, a, o: seen.__setitem__("x", o.detach()))
+    dssa.activation_attn.register_forward_hook(lambda m, a, o: seen.__setitem__("attn", o.detach()))
+    want = {n: None if start is None else torch.full((dssa.num_heads,), start) for n in ("x", "attn")}
+    for s in range(steps):
+        x = torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(s))
+        with torch.autocast("cpu", dtype=torch.float16):
+            model(x).float().mean().backward()
+        reset_net(model)
+        T, B, C, H, W = seen["x"].shape
+        rates = {"x": seen["x"].reshape(T, B, dssa.num_heads, -1).float().mean((0, 1, 3)),
+                 "attn": seen["attn"].float().mean((0, 1, 3, 4))}  # [h] each
+        for n, r in rates.items():
+            r = r.half()
+            b = r if want[n] is None else want[n]  # fp16 when re-bound, else the float32 buffer
+            want[n] = b * 0.999 + r * (1 - 0.999)
+        for n, buf in (("x", dssa.firing_rate_x), ("attn", dssa.firing_rate_attn)):
+            assert buf.dtype == torch.float32 and torch.equal(buf.view(-1), want[n].float()), (s, n)
+    return dssa
+
+
+def test_frozen_ema_is_the_official_update_fresh_fp16_and_loaded_fp32():
+    fresh = _official_ema_run(None)
+    assert fresh.low_precision_ema is True
+    assert torch.equal(fresh.firing_rate_x, fresh.firing_rate_x.half().float())  # fp16 values throughout
+    loaded = _official_ema_run(0.2)  # transfer: tracks in float32 (the official code never froze it there)
+    assert loaded.low_precision_ema is False
+    assert not torch.equal(loaded.firing_rate_x, loaded.firing_rate_x.half().float())
