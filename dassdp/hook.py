@@ -4,7 +4,10 @@ It has the methods of `launch.hooks.TrainingHook` (a structural protocol: nothin
 """
 from __future__ import annotations
 
+import sys
+
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from dassdp.config import DASSDPConfig
@@ -62,7 +65,7 @@ class DASSDPHook:
         if self.in_warmup(epoch, step):
             self._record(S, loss)
         else:
-            metrics.update(self._apply(S))
+            metrics.update(self._apply(S, step))
         for o in self.observers:
             o.consume()
         return metrics
@@ -108,14 +111,23 @@ class DASSDPHook:
         for name, row in zip(S, inc):
             self.gates[name].add_(row)
 
-    def _fit(self) -> None:
+    def _fit(self, step: int) -> None:
         self.gate_params = {n: torch.stack(g.fit()) for n, g in self.gates.items()}  # [3] (k, mu, sd)
         self.fitted = True
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:  # one gate, one line
+            print(self.fitted_line(step), file=sys.stderr, flush=True)
 
-    def _apply(self, S: dict[str, Tensor]) -> dict[str, Tensor]:
+    def fitted_line(self, step: int) -> str:
+        """One log line: step, samples recorded, per site k and corr(S, loss) (k = -corr, GateEstimator)."""
+        n = int(next(iter(self.gates.values())).sums[0].item()) if self.gates else 0
+        sites = "; ".join(f"{name} k={float(p[0]):+.4f} corr(S, loss)={-float(p[0]):+.4f}"
+                          for name, p in self.gate_params.items())
+        return f"dassdp: gate fitted at step {step} from {n} samples: {sites}"
+
+    def _apply(self, S: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         """Compute each site's local dW, all-reduce them in one buffer, clip and add in place."""
         if not self.fitted:
-            self._fit()
+            self._fit(step)
         cfg, metrics, parts = self.cfg, {}, []
         for o in self.observers:
             name = o.spec.name
