@@ -15,6 +15,6 @@ class ModelConfig:
     in_channels: int | None = None  # None: derived from data.input_size
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
-    frozen_ema: bool = False  # reproduce the original's AMP-frozen firing-rate EMA
+    frozen_ema: bool = False  # firing-rate EMA as the official code under AMP (docs/fidelity.md)
     sparse_conv: bool = False  # event-driven CPU convolutions for spike inputs (models/spike_conv.py)
     pretrained: str | None = None  # path to weights loaded strictly before training

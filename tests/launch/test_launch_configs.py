@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from launch import parts
 from launch.config import load_config
@@ -51,3 +52,14 @@ def test_config_loads_and_builds(name):
     out_classes = model.classifier.weight.shape[0]
     assert out_classes == cfg.model.num_classes and model.T == cfg.model.T
     assert set(model.dassdp_sites()) >= set(cfg.dassdp.sites)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_print_config_shows_auto_precision_and_fp32_evaluation(name, capsys):
+    """What `dassdp-train --config FILE --print-config` prints: the precision fits the machine, evaluation
+    is fp32 as in the official code."""
+    from launch.train import main
+
+    assert main(["--config", str(CONFIGS / f"{name}.yaml"), "--print-config"]) == 0
+    train = yaml.safe_load(capsys.readouterr().out)["train"]
+    assert train["amp_dtype"] == "auto" and train["eval_amp"] is False
