@@ -4,9 +4,10 @@
 same keys are the entry point's upstream flags (`--batch-size`, `--T`, ...).
 
 A flat file reproduces the official DA-SSDP run, not only its keys (`official_run`): the official code
-applies DA-SSDP always (the `code` preset here), `amp: True` is its fp16 autocast with a GradScaler (fp32 on
-a CPU, where its CUDA autocast does nothing), and on DVS data it never mixes frames and trains on one-hot
-targets whatever `mixup` and `label_smoothing` say. What was set so is listed in the loader's notice.
+applies DA-SSDP always (the `code` preset here); `amp: True` is its fp16 autocast with a GradScaler (fp32 on
+a CPU, where its CUDA autocast does nothing) and its firing-rate EMA under fp16 (`model.frozen_ema`); on
+DVS data it never mixes frames and trains on one-hot targets, whatever `mixup` and `label_smoothing` say.
+What was set so is listed in the loader's notice.
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def official_run(flat: dict, nested: dict) -> list[str]:
     put("dassdp.preset", "code", "the official code's rule")
     if flat.get("amp") is True:
         put("train.amp_dtype", "fp16", "amp: True is CUDA fp16 with a GradScaler; fp32 on a CPU")
+        put("model.frozen_ema", True, "its firing-rate EMA under fp16")
     dataset = nested.get("data", {}).get("dataset")
     if dataset in DVS_DATASETS:
         T = nested.get("model", {}).get("T", "T")

@@ -85,7 +85,7 @@ def test_an_official_flat_file_is_the_official_run(tmp_path, capsys, name):
     printed = yaml.safe_load(captured.out)
     assert printed["dassdp"]["enabled"] is True and printed["dassdp"]["preset"] == "code"
     assert printed["train"]["amp"] is True and printed["train"]["amp_dtype"] == "fp16"
-    assert printed["train"]["eval_amp"] is False
+    assert printed["train"]["eval_amp"] is False and printed["model"]["frozen_ema"] is True
     notice = captured.err.strip().splitlines()
     assert len(notice) == 1 and "dassdp.enabled=true" in notice[0] and "train.amp_dtype=fp16" in notice[0]
     assert "for the baseline add dassdp.enabled=false" in notice[0]
@@ -108,4 +108,4 @@ def test_the_baseline_and_amp_false_from_an_official_file(tmp_path):
     cfg = load_config(path, ["dassdp.enabled=false"], notice=notes.append)
     assert not cfg.dassdp.enabled and cfg.train.amp is False and cfg.train.amp_dtype == "auto"
     assert cfg.data.backend == "dvs" and cfg.data.dataset == "dvs128gesture" and not cfg.data.mixup
-    assert len(notes) == 1 and "train.amp_dtype" not in notes[0]
+    assert len(notes) == 1 and "train.amp_dtype" not in notes[0] and not cfg.model.frozen_ema
