@@ -94,8 +94,8 @@ def micro_batches(train_loader, t: TrainConfig, data_path: str) -> int:
 
 
 def resolve_loader_workers(cfg: Config, acc) -> None:
-    """`data.workers: auto` -> this process's share of the node's cores; printed once with the data recipe, kept
-    in the run's config.yaml."""
+    """`data.workers: auto` -> this process's share of the node's cores; printed once with the data recipe,
+    kept in the run's config.yaml."""
     from pipelines.recipe import describe
 
     local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))  # set by torchrun / accelerate launch
