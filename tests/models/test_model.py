@@ -350,7 +350,8 @@ def test_torch_compile_fullgraph_matches_eager():
 def _official_ema_run(start: float | None, steps: int = 3):
     """frozen_ema under fp16 autocast, beside the official update written out: each batch's per-head rate is
     the mean of its spikes rounded to fp16; a zero buffer is re-bound to the first rate and then runs
-    `buf * 0.999 + r * 0.001` in fp16; a loaded (nonzero) buffer stays float32: `fp32 * 0.999 + fp16 product`."""
+    `buf * 0.999 + r * 0.001` in fp16; a loaded (nonzero) buffer stays float32 (float32 * 0.999 plus the
+    fp16 product)."""
     torch.manual_seed(0)
     model = _tiny(frozen_ema=True)
     dssa = model.layers[0][0]
