@@ -109,20 +109,23 @@ class StopRequest:
             self.slowest[kind] = max(self.slowest[kind], now - t0)
             self._last = now  # the next step's time starts here
 
-    def _local(self) -> int:
+    def _local(self, timed: bool) -> int:
         now = time.monotonic()
-        if self._last is not None:
+        if self._last is not None and timed:
             self.slowest["step"] = max(self.slowest["step"], now - self._last)
         self._last = now
         if self.signal:
             return self.signal
-        if self.deadline is not None and now + self.margin() >= self.deadline:
+        if timed and self.deadline is not None and now + self.margin() >= self.deadline:
             return TIME_LIMIT
         return 0
 
-    def requested(self, acc=None) -> str | None:
-        """Why the run must stop now (the same answer on every rank: collective), None to go on."""
-        code = self._local()
+    def requested(self, acc=None, timed: bool = True) -> str | None:
+        """Why the run must stop now (the same answer on every rank: collective), None to go on.
+
+        timed=False (before the first step) looks at signals only: a job always makes some progress.
+        """
+        code = self._local(timed)
         if acc is not None and acc.num_processes > 1:
             import torch
             import torch.distributed as dist

@@ -55,7 +55,7 @@ class Trainer:
                        f"epochs on {self.acc.num_processes} process(es), device {self.acc.device}, "
                        f"precision {self.acc.mixed_precision}, hooks {list(self.hooks) or 'none'}")
         try:
-            self.stop_if_asked(save=False)  # a signal during the build: nothing new to save
+            self.stop_if_asked(save=False, timed=False)  # a signal during the build: nothing new to save
             for epoch in range(p.epoch, t.epochs):
                 if not self.train_epoch(epoch):
                     return 0  # train.stop_after_steps reached: state saved
@@ -105,10 +105,12 @@ class Trainer:
                 if p.step % self.cfg.log.every_steps == 0:
                     bar.show(self._log_step(epoch, timer))
                 self.stop_if_asked(save=True)
-                if t.save_every_steps and p.step % t.save_every_steps == 0:
+                periodic = bool(t.save_every_steps) and p.step % t.save_every_steps == 0
+                if periodic:
                     self.save("last")
                 if t.stop_after_steps is not None and p.step >= t.stop_after_steps:
-                    self.save("last")
+                    if not periodic:  # once per step: a second save would make last.prev.pt this same step
+                        self.save("last")
                     acc.print(f"stopped after {p.step} steps (train.stop_after_steps); "
                               "resume with --resume auto")
                     return False
@@ -201,9 +203,9 @@ class Trainer:
         with self.stop.timing("save"):
             self.ckpt.save(kind, self.progress)
 
-    def stop_if_asked(self, save: bool) -> None:
+    def stop_if_asked(self, save: bool, timed: bool = True) -> None:
         """If the ranks agree to stop (signal, time limit): `last` of this step (if `save`), exit 75."""
-        why = self.stop.requested(self.acc)
+        why = self.stop.requested(self.acc, timed)
         if why is None:
             return
         p = self.progress
