@@ -174,3 +174,90 @@ def test_checkpoint_from_other_architecture_or_class_count(tmp_path):
     torch.save({"model": torch.nn.Sequential(torch.nn.Linear(3, 4)).state_dict()}, other)
     rejected("checkpoint from another architecture", lambda: models.load_weights(tiny(4), other),
              models.CheckpointError, "other.pt")
+
+
+# ----------------------------------------------------------------------------- the entry point
+class _Evil:
+    """Unpickling this runs a shell command (what weights_only loading must refuse)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _entry_cases(tmp: Path) -> list[tuple[str, list[str], str, dict]]:
+    """(name, command-line arguments, the file the one line must name, parts kept real)."""
+    evil, trunc = tmp / "evil.pth", tmp / "trunc.pth"
+    junk_st, junk_pt = tmp / "junk.safetensors", tmp / "junk.pt"
+    torch.save({"model": {"w": _Evil(tmp / "pwned")}}, evil)
+    torch.save({"model": {"w": torch.zeros(64, 64)}}, trunc)
+    trunc.write_bytes(trunc.read_bytes()[:300])
+    junk_st.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    junk_pt.write_bytes(bytes(range(256)) * 4)
+    real = {"model": "real"}
+    missing = tmp / "no-such-data"
+    data = ["data.dataset=folder", "data.num_classes=4", f"data.path={missing}"]
+    return [("--transfer: code-executing pickle", ["--transfer", str(evil)], "evil.pth", {}),
+            ("--transfer: truncated file", ["--transfer", str(trunc)], "trunc.pth", {}),
+            ("--transfer: missing file", ["--transfer", str(tmp / "gone.pth")], "gone.pth", {}),
+            ("--transfer: corrupt safetensors", ["--transfer", str(junk_st)], "junk.safetensors", {}),
+            ("model.pretrained: code-executing pickle",
+             ["model.name=spikingresformer_tiny", "data.input_size=[3,16,16]", f"model.pretrained={evil}"],
+             "evil.pth", real),
+            ("--resume: not a checkpoint", ["--resume", str(junk_pt)], "junk.pt", {}),
+            ("--resume: missing file", ["--resume", str(tmp / "gone.pt")], "gone.pt", {}),
+            *[(f"data.path missing ({b} loader)", [*data, f"data.backend={b}"], str(missing),
+               {"loader": "real"}) for b in ("torchvision", "ffcv", "dali")]]
+
+
+def test_entry_point_inputs_are_one_line(tmp_path, monkeypatch, capsys):
+    """Each bad input through `dassdp-train`: status 2, the last line names the file, no traceback."""
+    import launch_toy as toy
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+    from launch_toy import TOY_ARGS
+
+    from launch.train import main
+
+    for name, args, needle, kinds in _entry_cases(tmp_path):
+        monkeypatch.undo()  # the previous case's stand-ins
+        toy.install(monkeypatch, **kinds)
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        PartialState._reset_state()
+        capsys.readouterr()
+        rc = main([*TOY_ARGS, "log.progress=false", "train.epochs=1", "--output-dir", str(tmp_path / "run"),
+                   *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        last = err[-1] if err else ""
+        clean = rc == 2 and needle in last and last.startswith("dassdp-train:") and len(last) < 1200
+        clean &= not any("Traceback" in x for x in err) and not (tmp_path / "pwned").exists()
+        faults_tally.hostile(f"entry point, {name}", clean)
+        assert clean, f"{name}: rc {rc}: {err[-4:]}"
+    monkeypatch.setenv("DASSDP_DEBUG", "1")  # the traceback on request
+    assert main([*TOY_ARGS, "--output-dir", str(tmp_path / "run"), "--resume", str(tmp_path / "x.pt")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_evil_transfer_on_the_command_line(tmp_path):
+    """`dassdp-train --config configs/smoke.yaml --transfer evil.pth`, verbatim: one error line, status 2."""
+    import os
+    import subprocess
+
+    torch.save({"model": {"w": _Evil(tmp_path / "pwned")}}, tmp_path / "evil.pth")
+    (tmp_path / "configs").symlink_to(TESTS.parent / "configs")
+    data = tmp_path / "data" / "fashion-mnist-ffcv"  # converted already (the weights are read before data)
+    data.mkdir(parents=True)
+    (data / "manifest.json").write_text("{}")
+    exe = Path(sys.executable).with_name("dassdp-train")
+    done = subprocess.run([str(exe), "--config", "configs/smoke.yaml", "--transfer", "evil.pth"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    errors = [x for x in done.stderr.splitlines() if "evil.pth" in x]
+    clean = done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr
+    clean &= errors == done.stderr.strip().splitlines()[-1:] and not (tmp_path / "pwned").exists()
+    faults_tally.hostile("dassdp-train --config configs/smoke.yaml --transfer evil.pth", clean)
+    assert clean, (done.returncode, done.stderr[-2000:])
