@@ -32,9 +32,11 @@ def run_precision(t: TrainConfig, device: torch.device) -> RunPrecision:
 def build_accelerator(cfg: Config):
     """Accelerator from `train:` (precision, printed once); device and process group from the launcher."""
     from accelerate import Accelerator, PartialState
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, parse_flag_from_env
 
-    state = PartialState()  # the device, before the Accelerator that needs the precision
+    # the device, before the Accelerator that needs the precision; cpu= as the Accelerator reads it (else a
+    # CPU run under `accelerate launch --multi_gpu` starts as independent single processes)
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     prec = run_precision(cfg.train, state.device)
     if state.is_main_process:
         print(f"dassdp-train: {prec.line()}", file=sys.stderr)
