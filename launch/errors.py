@@ -27,7 +27,7 @@ class CheckpointLoadError(RuntimeError):
 
 
 class FolderInUse(RuntimeError):
-    """The output folder is locked by another live run (exit status 2)."""
+    """The output folder is locked by another live run, or cannot be locked (exit status 2)."""
 
 
 class TrainingStopped(Exception):

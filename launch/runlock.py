@@ -145,6 +145,9 @@ def lock_output(folder: str | Path, acc) -> RunLock | None:
             lock = RunLock(folder).acquire()
         except FolderInUse as e:
             error = str(e)
+        except OSError as e:  # read-only, full or missing filesystem
+            error = (f"cannot create the lock {Path(folder) / LOCK_NAME}: {e.strerror or e}; make the output "
+                     "folder writable (and free some space) or pass another --output-dir")
     if acc.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
