@@ -52,8 +52,6 @@ def unwrap(acc, prepared):
     return acc.unwrap_model(prepared, keep_fp32_wrapper=False, keep_torch_compile=False)
 
 
-
-
 def prepare_process(t: TrainConfig, device: torch.device) -> None:
     """Seed (the same on every rank: identical init), allocator and cudnn settings of this process."""
     from accelerate.utils import set_seed

@@ -15,6 +15,13 @@ from numba import carray, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+# Every dispatcher `generate_code` compiles stays referenced until the interpreter exits. numba's dispatcher
+# finalizer walks the dispatcher's overload table, and for these ffcv helpers (typed while ffcv's pipeline
+# threads compile) that walk raised `KeyError` when a loader was freed mid-run, printed as an "Exception
+# ignored in: <finalize object>" traceback. At interpreter exit numba skips the walk. The cost is one small
+# compiled helper pair per loader built.
+_COMPILED: list = []
+
 
 @intrinsic
 def _as_pointer(typingctx, addr):
@@ -46,6 +53,7 @@ class WindowCropDecoder(ResizedCropRGBImageDecoder):
     def generate_code(self):
         jpg, mem_read, my_range = IMAGE_MODES["jpg"], self.memory_read, Compiler.get_iterator()
         imdecode_c, resize_crop_c = Compiler.compile(imdecode), Compiler.compile(resize_crop)
+        _COMPILED.append((imdecode_c, resize_crop_c))
         win_addr, err_addr, n = self.windows.ctypes.data, self.error.ctypes.data, len(self.windows)
 
         def decode(batch_indices, my_storage, metadata, storage_state):

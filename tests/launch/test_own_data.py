@@ -93,3 +93,17 @@ def test_events_transfer_takes_classes_from_the_manifest(tmp_path):
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["data"]["num_classes"] == 2 and config["model"]["num_classes"] == 2
     assert json.loads((run / "summary.json").read_text())["steps"] == 3
+
+
+def test_ffcv_run_ends_without_a_traceback(tmp_path):
+    """A finished ffcv run prints no "Exception ignored" traceback (numba dispatcher finalizer)."""
+    src, out = write_tree(tmp_path / "src", 32), tmp_path / "ffcv"
+    convert("folder", src, out, "ffcv", val_fraction=0.34, workers=1, progress=False)
+    cmd = [sys.executable, "-m", "launch.train", "--config", "configs/demo.yaml", "--output-dir",
+           str(tmp_path / "run"), "data.dataset=folder", f"data.path={out}", "data.batch_size=2",
+           "train.epochs=2", "train.max_steps_per_epoch=2", "log.progress=false", "log.tensorboard=false",
+           "dassdp.warmup_steps=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "done:" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
