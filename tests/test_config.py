@@ -86,7 +86,7 @@ def test_required_names_exist():
 
 def test_upstream_flat_config_mapped():
     notes = []
-    cfg = load_config(FIXTURES / "seed_cifar10.yaml", notice=notes.append)
+    cfg = load_config(FIXTURES / "official_cifar10.yaml", notice=notes.append)
     assert len(notes) == 1 and "upstream flat config" in notes[0]
     assert cfg.model.name == "spikingresformer_cifar" and cfg.model.T == 4 and cfg.model.num_classes == 10
     assert cfg.train.epochs == 600 and cfg.data.batch_size == 128 and cfg.optim.lr == 5e-4
@@ -97,7 +97,7 @@ def test_upstream_flat_config_mapped():
 
 
 def test_roundtrip_yaml_and_dict(tmp_path):
-    cfg = load_config(FIXTURES / "seed_cifar10.yaml", ["dassdp.enabled=true"], notice=lambda m: None)
+    cfg = load_config(FIXTURES / "official_cifar10.yaml", ["dassdp.enabled=true"], notice=lambda m: None)
     again = load_config(write(tmp_path, to_yaml(cfg)))
     assert to_dict(again) == to_dict(cfg)
     assert to_dict(from_dict(to_dict(cfg))) == to_dict(cfg)
@@ -113,7 +113,7 @@ def test_original_flags_and_paths():
 
 def test_cli_print_config_and_error(tmp_path):
     exe = [sys.executable, "-m", "launch.train"]
-    ok = subprocess.run(exe + ["--config", str(FIXTURES / "seed_cifar10.yaml"), "--print-config"],
+    ok = subprocess.run(exe + ["--config", str(FIXTURES / "official_cifar10.yaml"), "--print-config"],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     printed = yaml.safe_load(ok.stdout)
