@@ -29,20 +29,23 @@ def _skip_header(data: bytes) -> int:
             return pos
 
 
-def read_aedat2(path: Path) -> dict[str, np.ndarray]:
-    """CIFAR10-DVS AEDAT 2.0 file -> events t, x, y, p with spikingjelly's transpose/flip/invert applied."""
+def aedat2_words(path: Path, fix: str) -> tuple[np.ndarray, np.ndarray]:
+    """AEDAT 2.0 file -> (address, timestamp) words, uint32 each; `fix` ends the error for a bad file."""
     data = Path(path).read_bytes()
-    if not data.startswith(b"#!AER-DAT"):  # every release file starts with "#!AER-DAT2.0"
-        raise ConvertError(f"{path}: not an AEDAT file (no '#!AER-DAT' header line); replace it with the "
-                           "original recording or pass --skip-corrupt.")
+    if not data.startswith(b"#!AER-DAT2"):  # every AEDAT 2.0 file starts with "#!AER-DAT2.0"
+        raise ConvertError(f"{path}: not an AEDAT 2.0 file (no '#!AER-DAT2.0' header line); replace it with "
+                           "the original recording or pass --skip-corrupt.")
     body = data[_skip_header(data) :]
     if len(body) % 8:
-        raise ConvertError(
-            f"{path}: truncated AEDAT 2.0 file ({len(body)} data bytes is not a multiple of 8 "
-            "= one address/timestamp pair); re-extract it."
-        )
+        raise ConvertError(f"{path}: truncated AEDAT 2.0 file ({len(body)} data bytes is not a multiple of 8 "
+                           f"= one address/timestamp pair); {fix}.")
     words = np.frombuffer(body, ">u4")
-    addr, t = words[0::2], words[1::2]
+    return words[0::2], words[1::2]
+
+
+def read_aedat2(path: Path) -> dict[str, np.ndarray]:
+    """CIFAR10-DVS AEDAT 2.0 file -> events t, x, y, p with spikingjelly's transpose/flip/invert applied."""
+    addr, t = aedat2_words(path, "re-extract it")
     xr = (addr & 0xFE) >> 1
     yr = (addr & 0x7F00) >> 8
     pr = addr & 1

@@ -26,22 +26,9 @@ DVS128 = (128, 128)  # (W, H) of the AEDAT 2.0 address layout
 
 def read_aedat2_dvs128(path: Path) -> dict[str, np.ndarray]:
     """AEDAT 2.0 file of a DVS128 -> events, oriented as DV/libcaer decodes it (x, y flipped, ON = 1)."""
-    from .events import _skip_header
+    from .events import aedat2_words
 
-    data = Path(path).read_bytes()
-    if not data.startswith(b"#!AER-DAT2"):
-        raise ConvertError(
-            f"{path}: not an AEDAT 2.0 file (no '#!AER-DAT2.0' header line); replace it "
-            "or pass --skip-corrupt."
-        )
-    body = data[_skip_header(data) :]
-    if len(body) % 8:
-        raise ConvertError(
-            f"{path}: truncated AEDAT 2.0 file ({len(body)} data bytes is not a multiple of 8 "
-            "= one address/timestamp pair); re-record or re-copy it."
-        )
-    words = np.frombuffer(body, ">u4")
-    addr, t = words[0::2].astype(np.int64), words[1::2].astype(np.int64)
+    addr, t = (w.astype(np.int64) for w in aedat2_words(path, "re-record or re-copy it"))
     return {"t": t, "x": 127 - ((addr >> 1) & 0x7F), "y": 127 - ((addr >> 8) & 0x7F), "p": 1 - (addr & 1)}
 
 
