@@ -37,9 +37,7 @@ def build_accelerator(cfg: Config):
     # the device, before the Accelerator that needs the precision; cpu= as the Accelerator reads it (else a
     # CPU run under `accelerate launch --multi_gpu` starts as independent single processes)
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-    prec = run_precision(cfg.train, state.device)
-    if state.is_main_process:
-        print(f"dassdp-train: {prec.line()}", file=sys.stderr)
+    prec = run_precision(cfg.train, state.device)  # printed by build_trainer, after the user's files are read
     ddp = DistributedDataParallelKwargs(broadcast_buffers=True, find_unused_parameters=False)
     return Accelerator(mixed_precision=prec.train, step_scheduler_with_optimizer=False, kwargs_handlers=[ddp])
 
@@ -93,26 +91,28 @@ def micro_batches(train_loader, t: TrainConfig, data_path: str) -> int:
     return n_micro
 
 
-def resolve_loader_workers(cfg: Config, acc) -> None:
-    """`data.workers: auto` -> this process's share of the node's cores; printed once with the data recipe,
-    kept in the run's config.yaml."""
+def resolve_loader_workers(cfg: Config, acc) -> str:
+    """`data.workers: auto` -> this process's share of the node's cores (kept in the run's config.yaml);
+    returns the line that says so, with the data recipe."""
     from pipelines.recipe import describe
 
     local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))  # set by torchrun / accelerate launch
     cfg.data.workers, why = resolve_workers(cfg.data.workers, processes_per_node=local)
-    if acc.is_main_process:
-        print(f"dassdp-train: {describe(cfg.data)}; {why}", file=sys.stderr)
+    return f"{describe(cfg.data)}; {why}"
 
 
 def build_trainer(cfg: Config, acc, stop=None) -> Trainer:
     """Every part of the job from its config section, prepared by `acc`, the resume state loaded."""
     t = cfg.train
     prepare_process(t, acc.device)
-    resolve_loader_workers(cfg, acc)
+    model = parts.build_model(cfg.model)
+    initial_weights(model, t, acc.print)  # the user's files first: a refusal is then the only line printed
+    data_line = resolve_loader_workers(cfg, acc)
+    if acc.is_main_process:
+        for line in (run_precision(t, acc.device).line(), data_line):
+            print(f"dassdp-train: {line}", file=sys.stderr)
     with acc.main_process_first():
         datasets.ensure_data(cfg.data, main=acc.is_main_process)
-    model = parts.build_model(cfg.model)
-    initial_weights(model, t, acc.print)
     if t.sync_bn and acc.num_processes > 1:  # needs CUDA (SyncBatchNorm has no CPU kernel)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_loader, val_loader = parts.build_loaders(cfg.data, acc, seed=t.seed, T=cfg.model.T,

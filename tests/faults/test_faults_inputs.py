@@ -258,6 +258,6 @@ def test_evil_transfer_on_the_command_line(tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     errors = [x for x in done.stderr.splitlines() if "evil.pth" in x]
     clean = done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr
-    clean &= errors == done.stderr.strip().splitlines()[-1:] and not (tmp_path / "pwned").exists()
+    clean &= errors == done.stderr.strip().splitlines() and not (tmp_path / "pwned").exists()  # all it prints
     faults_tally.hostile("dassdp-train --config configs/smoke.yaml --transfer evil.pth", clean)
     assert clean, (done.returncode, done.stderr[-2000:])
