@@ -1,9 +1,17 @@
-"""Mode `e2e`: the real trainer (launch.build.build_trainer) end to end: steps/s and the data-wait share.
+"""Mode `e2e`: training end to end. Two forms:
 
-The trainer is built from a Config (tiny model, the real-photo JPEG tree of the loaders mode, one loader
-backend per case, DA-SSDP on by default) and driven epoch by epoch through `Trainer.train_epoch`, capped by
-`train.max_steps_per_epoch`. Its training loader is wrapped in a proxy that measures the time spent in
-`next()`: data wait share = that time / the epoch's wall time. Backends run interleaved A B A B.
+`--set config=FILE` (a shipped config, e.g. configs/direct_training/cifar10.yaml): `python -m launch.train`
+as a user runs it, in a subprocess, with start-up time and peak RSS; with `--official PATH` against the
+official script on the same data; see tools/bench/e2e_shipped.py. Settings used: config, overrides,
+batch_size, steps, warmup_steps, repeats (rounds), images, val_images, timeout_s, official_config,
+official_args.
+
+Without config: the real trainer (launch.build.build_trainer) in this process, steps/s and the data-wait
+share per loader backend. The trainer is built from a Config (tiny model, the real-photo JPEG tree of the
+loaders mode, one loader backend per case, DA-SSDP on by default) and driven epoch by epoch through
+`Trainer.train_epoch`, capped by `train.max_steps_per_epoch`. Its training loader is wrapped in a proxy
+that measures the time spent in `next()`: data wait share = that time / the epoch's wall time. Backends
+run interleaved A B A B.
 """
 from __future__ import annotations
 
@@ -20,8 +28,11 @@ from tools.bench.photos import build_tree
 # (64 px costs ~10x more per step); tools/gpu_check.sh runs spikingresformer_ti at 224 px instead.
 FULL = {"model": "spikingresformer_tiny", "T": 4, "size": 32, "batch_size": 32, "workers": 2,
         "backends": ["torchvision", "ffcv", "dali"], "images": 3000, "val_images": 100, "jpeg_quality": 90,
-        "steps": 10, "repeats": 3, "warmup": 1, "amp": False, "dassdp": True}
-QUICK = {**FULL, "images": 768, "steps": 4, "repeats": 2, "batch_size": 16}
+        "steps": 10, "repeats": 3, "warmup": 1, "amp": False, "dassdp": True,
+        # the shipped-config form (config set): steps per run, the first warmup_steps not timed
+        "config": "", "overrides": [], "warmup_steps": 2, "timeout_s": 3600.0,
+        "official_config": "configs/direct_training/cifar10.yaml", "official_args": []}
+QUICK = {**FULL, "images": 768, "steps": 4, "repeats": 2, "batch_size": 16, "timeout_s": 900.0}
 
 
 class TimedLoader:
@@ -81,6 +92,18 @@ def trainer_case(trainer, waits: list[float]):
 
 
 def run(bench: Bench, s: dict, cache: Path) -> None:
+    """The shipped-config form when `config` is set, else the in-process trainer per loader backend."""
+    if s["config"]:
+        from tools.bench.e2e_shipped import run_shipped
+
+        run_shipped(bench, s, cache)
+        return
+    if s["official_path"]:
+        bench.notes.append("e2e: --official is used with --set config=FILE only (the shipped-config form)")
+    run_backends(bench, s, cache)
+
+
+def run_backends(bench: Bench, s: dict, cache: Path) -> None:
     """Build one trainer per backend, run capped epochs interleaved; steps/s, images/s, data wait."""
     from launch.build import build_accelerator, build_trainer
 
