@@ -3,11 +3,19 @@
 Every case produces the same batches: 224 px RandomResizedCrop (bicubic) + horizontal flip + normalise,
 float32, batch 64, from the same real-photo JPEG tree (tools.bench.photos). ffcv and dali read that tree
 after `dassdp-convert imagenet` turned it into their layouts. One unit of work = one training epoch.
+
+Case `decode` is the JPEG decode limit: every training file read and decoded at full size to RGB with
+libjpeg-turbo (through Pillow, or simplejpeg when installed), no resize, no augmentation, no batching, on
+`workers` threads (both decoders release the GIL). Each loader is reported as a fraction of it, per
+interleaved round. ffcv and DALI decode with libjpeg-turbo too; DALI may decode only the crop's region, so
+its fraction can exceed 1.
 """
 from __future__ import annotations
 
 import itertools
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -16,7 +24,7 @@ from tools.bench.harness import Bench
 from tools.bench.photos import build_tree
 
 FULL = {"images": 3000, "val_images": 100, "batch_size": 64, "workers": 2, "size": 224, "repeats": 5,
-        "warmup": 1, "cases": ["torchvision", "ffcv", "dali"], "jpeg_quality": 90}
+        "warmup": 1, "cases": ["torchvision", "ffcv", "dali", "decode"], "jpeg_quality": 90}
 QUICK = {**FULL, "images": 768, "repeats": 3}
 
 
@@ -62,6 +70,45 @@ def pipeline_loader(tree: Path, backend: str, s: dict):
     return build_loader(cfg, "train", device_accelerator(s["device"]), seed=0)
 
 
+def jpeg_decoder() -> tuple[str, object]:
+    """(name and version, decode(bytes) -> RGB pixels): simplejpeg when installed, else Pillow."""
+    try:
+        import simplejpeg
+
+        return f"simplejpeg {simplejpeg.__version__} (libjpeg-turbo)", simplejpeg.decode_jpeg
+    except ImportError:
+        import io
+
+        import PIL
+        from PIL import Image, features
+
+        turbo = features.version_feature("libjpeg_turbo")
+        name = f"Pillow {PIL.__version__} (" + (f"libjpeg-turbo {turbo})" if turbo else
+                                                f"libjpeg {features.version('jpg')}, not turbo)")
+
+        def decode(data: bytes):
+            img = Image.open(io.BytesIO(data))
+            img.load()  # full size (no draft scaling); converting an RGB image would only copy it
+            return img if img.mode == "RGB" else img.convert("RGB")
+        return name, decode
+
+
+def decode_case(tree: Path, workers: int):
+    """A case that reads and decodes every training JPEG on `workers` threads; returns the image count."""
+    files = sorted((tree / "train").rglob("*.jpg"))
+    _, decode = jpeg_decoder()
+
+    def one(path: Path) -> int:
+        decode(path.read_bytes())
+        return 1
+
+    pool = ThreadPoolExecutor(max(workers, 1), thread_name_prefix="decode")
+
+    def run() -> int:
+        return sum(pool.map(one, files, chunksize=16))
+    return run
+
+
 def epoch_case(loader, device: str = "cpu"):
     """A case that iterates one epoch and returns the number of images; batches end on `device`."""
     epochs = itertools.count()
@@ -82,25 +129,41 @@ def epoch_case(loader, device: str = "cpu"):
     return run
 
 
+def build_cases(tree: Path, s: dict) -> dict:
+    """One case per name in s["cases"]."""
+    cases = {}
+    for name in s["cases"]:
+        if name == "torchvision":
+            cases[name] = epoch_case(torchvision_loader(tree, s), s["device"])
+        elif name in ("ffcv", "dali"):
+            cases[name] = epoch_case(pipeline_loader(tree, name, s), s["device"])
+        elif name == "decode":
+            cases[name] = decode_case(tree, s["workers"])
+        else:
+            raise ValueError(f"loaders: unknown case {name!r}; choose from torchvision, ffcv, dali, decode")
+    return cases
+
+
 def run(bench: Bench, s: dict, cache: Path) -> None:
-    """Build the data, the loaders, then compare them interleaved; ratios against torchvision."""
+    """Build the data and the loaders, compare them interleaved; ratios to torchvision and to decode."""
     t0 = time.perf_counter()
     tree = build_tree(cache / f"photos-{s['images']}-{s['val_images']}-q{s['jpeg_quality']}",
                       s["images"], s["val_images"], quality=s["jpeg_quality"])
     bench.notes.append(f"loaders: data ready in {time.perf_counter() - t0:.1f} s at {tree}")
-    cases = {}
-    for name in s["cases"]:
-        if name == "torchvision":
-            loader = torchvision_loader(tree, s)
-        elif name in ("ffcv", "dali"):
-            loader = pipeline_loader(tree, name, s)
-        else:
-            raise ValueError(f"loaders: unknown case {name!r}; choose from torchvision, ffcv, dali")
-        cases[name] = epoch_case(loader, s["device"])
+    cases = build_cases(tree, s)
     threads = {"torchvision": f"DataLoader {s['workers']} worker processes",
-               "ffcv": f"{s['workers']} numba worker threads", "dali": f"{s['workers']} DALI CPU threads"}
+               "ffcv": f"{s['workers']} numba worker threads", "dali": f"{s['workers']} DALI CPU threads",
+               "decode": f"{s['workers']} threads, {jpeg_decoder()[0]}"}
     baseline = "torchvision" if "torchvision" in cases else None
-    bench.compare(cases, metric="train_images_per_s", unit="images/s", warmup=s["warmup"],
-                  repeats=s["repeats"], baseline=baseline,
-                  loader_threads={k: v for k, v in threads.items() if k in cases},
-                  batch_size=s["batch_size"], size=s["size"], images=s["images"])
+    extra = {"loader_threads": {k: v for k, v in threads.items() if k in cases},
+             "batch_size": s["batch_size"], "size": s["size"], "images": s["images"]}
+    load_start = os.getloadavg()
+    samples = bench.compare(cases, metric="train_images_per_s", unit="images/s", warmup=s["warmup"],
+                            repeats=s["repeats"], baseline=baseline, **extra)
+    load = {"load_average_start": list(load_start), "load_average_end": list(os.getloadavg())}
+    bench.notes.append(f"loaders: 1-minute load average {load_start[0]:.2f} when the timed rounds started, "
+                       f"{load['load_average_end'][0]:.2f} when they ended")
+    if "decode" in samples:
+        for name in (n for n in samples if n != "decode"):  # per round: the loader / the decode limit
+            rounds = [a / b for a, b in zip(samples[name], samples["decode"])]
+            bench.add_ratio(name, "decode", "decode_limit_fraction", rounds, **extra, **load)
