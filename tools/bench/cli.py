@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "$DASSDP_BENCH_CACHE or ~/.cache/dassdp-bench)")
     p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
     p.add_argument("--official", default=None, metavar="PATH",
-                   help="folder with official_shim.py (and sj014/) for the official code's cases of mode "
-                        "model (default $DASSDP_OFFICIAL; see docs/benchmarks.md)")
+                   help="the official code: for mode model a folder with official_shim.py (and sj014/), "
+                        "default $DASSDP_OFFICIAL; for e2e --set config=FILE the official checkout "
+                        "(PATH/main.py or PATH/SpikingResformer/main.py); see docs/benchmarks.md")
     return p
 
 
