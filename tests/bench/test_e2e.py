@@ -83,7 +83,7 @@ log.addHandler(logging.StreamHandler())
 log.setLevel(logging.DEBUG)
 per_epoch = n // int(a.batch_size)
 for i in range(10**6):
-    time.sleep(0.05)
+    time.sleep(0.3)
     if (i + 1) % (per_epoch // int(a.print_freq)) == 0:
         log.debug(" [{}/{}] it/s: {:.5f}, loss: 2.3".format(i % per_epoch + 1, per_epoch, 40.0))
 """
@@ -104,7 +104,8 @@ def test_official_side_runs_interleaved_and_gives_the_ratio(tmp_path):
     assert official["peak_rss_mib"]["median"] > 0 and official["startup_s"]["steps_excluded"] == 1
     assert official["startup_s"]["label"] == "main.py -c configs/direct_training/cifar10.yaml, B=2"
     assert "--print-freq 6" in official["startup_s"]["command"]  # 12 images / batch 2: a line per step
-    assert official["train_images_per_s"]["median"] < 2 / 0.05  # the stand-in sleeps 50 ms per step
+    # the stand-in sleeps 0.3 s per step: 2 timed steps of batch 2 take >= 0.6 s, less a poll's lateness
+    assert 0 < official["train_images_per_s"]["max"] < 2 * 2 / 0.4
     (ratio,) = doc["ratios"]
     assert (ratio["a"], ratio["b"], ratio["rounds"]) == ("ours", "official", 2) and ratio["median"] > 0
     assert any("not yet run against the real main.py" in n for n in doc["notes"])
