@@ -1,6 +1,7 @@
 """SIGKILL at seeded random points of a conversion (workers included); the rerun's files == a clean run's."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -23,12 +24,19 @@ class SharedCounter:
         self.path, self.kill = path, kill
 
     def hit(self, kind: str) -> None:
-        """Record one `kind` event (any process); SIGKILL the whole run when it is the chosen one."""
-        with open(self.path, "a") as f:
+        """Record one `kind` event (any process or thread); SIGKILL the whole run when it is the chosen one.
+
+        Append and count happen under one exclusive lock: two writer threads appending before either
+        counted would both see n+1, and the chosen event n would pass without a kill.
+        """
+        with open(self.path, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
             f.write(kind + "\n")
-        n = self.path.read_text().split().count(kind)
-        if self.kill == (kind, n):
-            die()
+            f.flush()
+            f.seek(0)
+            n = f.read().split().count(kind)
+            if self.kill == (kind, n):
+                die()
 
 
 def _convert(src: Path, out: Path, fmt: str, counter: SharedCounter) -> int:
