@@ -62,3 +62,21 @@ class Counter:
         self.n[kind] = self.n.get(kind, 0) + 1
         if self.kill == (kind, self.n[kind]):
             die()
+
+
+def install_counted_model(n_samples: int, hit) -> None:
+    """In a child: the real model and DA-SSDP hook on in-memory data (launch_toy), every forward pass of the
+    model reported as `hit("step")` in training or `hit("eval")` in evaluation."""
+    import launch_toy as toy
+
+    from launch import parts
+
+    toy.install(None, model="real", hook="real", loader="mem", n=n_samples)
+    build = parts.build_model
+
+    def build_model(cfg):
+        model = build(cfg)
+        model.register_forward_hook(lambda m, i, o: hit("step" if m.training else "eval"))
+        return model
+
+    parts.build_model = build_model

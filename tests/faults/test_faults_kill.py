@@ -11,7 +11,7 @@ from pathlib import Path
 import faults_tally
 import pytest
 import torch
-from faults_helpers import Counter, in_child
+from faults_helpers import Counter, in_child, install_counted_model
 
 # the real spikingresformer_tiny + real DA-SSDP hook on the trainer tests' in-memory loader, 16 px, T=2
 ARGS = ["model.name=spikingresformer_tiny", "model.T=2", "model.num_classes=4", "data.input_size=[3,16,16]",
@@ -22,20 +22,11 @@ N_SAMPLES = 32  # 4 steps per epoch, 8 optimizer steps, 2 evaluations of 4 batch
 
 def _train(out: Path, counter: Counter, resume: bool) -> int:
     """Child body: instrument the model, torch.save and os.replace, then run the real entry point."""
-    import launch_toy as toy
-
-    from launch import checkpoint, parts
+    from launch import checkpoint
     from launch.train import main
 
-    toy.install(None, model="real", hook="real", loader="mem", n=N_SAMPLES)
-    build = parts.build_model
+    install_counted_model(N_SAMPLES, counter.hit)
 
-    def build_model(cfg):
-        model = build(cfg)
-        model.register_forward_hook(lambda m, i, o: counter.hit("step" if m.training else "eval"))
-        return model
-
-    parts.build_model = build_model
     real_save, real_replace = torch.save, os.replace
 
     def save(obj, f, *a, **kw):

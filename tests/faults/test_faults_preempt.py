@@ -13,7 +13,7 @@ from pathlib import Path
 import faults_tally
 import pytest
 import torch
-from faults_helpers import in_child
+from faults_helpers import in_child, install_counted_model
 from test_faults_kill import ARGS, N_SAMPLES, _final_files_whole, _final_model
 
 from launch.checkpoint import load_checkpoint
@@ -42,18 +42,10 @@ class Signaller:
 
 def _train(out: Path, sig: Signaller, resume: bool) -> int:
     """Child body: the real model and DA-SSDP hook, events counted (and signalled), the real entry point."""
-    import launch_toy as toy
-
-    from launch import checkpoint, parts
+    from launch import checkpoint
     from launch.train import main
 
-    toy.install(None, model="real", hook="real", loader="mem", n=N_SAMPLES)
-    build = parts.build_model
-
-    def build_model(cfg):
-        model = build(cfg)
-        model.register_forward_hook(lambda m, i, o: sig.hit("step" if m.training else "eval"))
-        return model
+    install_counted_model(N_SAMPLES, sig.hit)
 
     real_save = checkpoint.torch.save
 
@@ -61,7 +53,7 @@ def _train(out: Path, sig: Signaller, resume: bool) -> int:
         sig.hit("ckpt_write")  # a signal now arrives while the checkpoint is being written
         real_save(obj, f, *a, **kw)
 
-    parts.build_model, checkpoint.torch.save = build_model, save
+    checkpoint.torch.save = save
     rc = main([*ARGS, "--output-dir", str(out), *(["--resume", "auto"] if resume else [])])
     (out / "counts.json").write_text(json.dumps({"n": sig.n, "seq": sig.seq}))
     return rc
