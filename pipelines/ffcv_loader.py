@@ -61,7 +61,25 @@ def guarded_iter(ffcv_loader, path: Path):
                     it.current_stream.wait_stream(it.cuda_streams[slot])
                 yield result
         finally:
-            it.close()
+            stop_thread(it)
+
+
+def stop_thread(it) -> None:
+    """Stop ffcv's EpochIterator thread and wait for it before its memory is released.
+
+    ffcv's own `close()` only sets the event and unmaps the file: a thread still decoding a batch then reads
+    freed memory, or is killed inside numba's parallel code at interpreter exit ("terminate called without an
+    active exception"). The thread sees the event when its output queue is full; a thread blocked on its
+    final `put(None)` is freed by taking one item."""
+    it.terminate_event.set()
+    while it.is_alive():
+        it.join(timeout=1.0)
+        if it.is_alive() and it.output_queue.full():
+            try:
+                it.output_queue.get_nowait()
+            except Empty:
+                pass
+    it.close()
 
 
 def make_order(owner):

@@ -102,3 +102,19 @@ def test_ffcv_bad_jpeg_names_the_sample(data_root, converted):
     _corrupt(beton, ptr, 4000)
     with pytest.raises(DataError, match=rf"sample {i} failed to decode"):
         list(build_loader(image_cfg("ffcv", bad), "val"))
+
+
+def test_ffcv_left_mid_epoch_stops_its_thread(converted):
+    """A loader left after one batch (a step cap, eval_batches) stops and joins ffcv's decoding thread
+    before its file is unmapped: no thread is left to die inside numba at exit."""
+    import threading
+
+    from ffcv.loader.epoch_iterator import EpochIterator
+
+    it = iter(build_loader(image_cfg("ffcv", converted["ffcv"], batch_size=2), "train"))
+    x, _ = next(it)
+    assert x.shape[0] == 2
+    assert any(isinstance(t, EpochIterator) for t in threading.enumerate())  # it did start one
+    it.close()
+    alive = [t for t in threading.enumerate() if isinstance(t, EpochIterator)]
+    assert alive == []
