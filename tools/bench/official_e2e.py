@@ -2,12 +2,13 @@
 
 Run as a script with cwd = the official checkout and PYTHONPATH=sj014:checkout (set by e2e_shipped.py).
 Imports nothing of this repository and changes nothing in the official files. Before it runs main.py
-unchanged (runpy, as `python main.py ARGS`) it adapts the process in two ways, both untested against the
-real script:
+unchanged (runpy, as `python main.py ARGS`) it adapts the process in two ways (run against the official
+checkout at commit 3f75127 on a CPU):
 - torchvision's CIFAR md5 check passes: the benchmark's CIFAR-format files are not the release's bytes, and
   main.py asks for `download=True`, which would fetch the release instead;
-- without CUDA, `.cuda()` of tensors and modules returns them unchanged and timm's `create_loader` gets
-  device='cpu' (main.py calls `.cuda()` unconditionally; its AMP is CUDA-only and turns itself off).
+- without CUDA, `.cuda()` of tensors and modules and `torch.tensor(..., device='cuda')` stay on the CPU, timm's `create_loader` gets
+  device='cpu' (main.py calls `.cuda()` unconditionally; its AMP is CUDA-only and turns itself off), and the
+  neurons, which the official layers build with spikingjelly's CuPy backend, run on its torch backend.
 """
 from __future__ import annotations
 
@@ -26,7 +27,14 @@ def adapt() -> None:
     tv_cifar.check_integrity = lambda *args, **kwargs: True
     if torch.cuda.is_available():
         return
+    torch_backend()
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    tensor = torch.tensor
+
+    def tensor_off_cuda(*args, device=None, **kwargs):  # utils.Record makes its counters on 'cuda'
+        on_cuda = device is not None and torch.device(device).type == "cuda"
+        return tensor(*args, device=None if on_cuda else device, **kwargs)
+    torch.tensor = tensor_off_cuda
     torch.nn.Module.cuda = lambda self, *args, **kwargs: self
     import timm.data
     import timm.data.loader
@@ -35,6 +43,24 @@ def adapt() -> None:
     if "device" in inspect.signature(original).parameters:
         cpu_loader = functools.partial(original, device=torch.device("cpu"))
         timm.data.create_loader = timm.data.loader.create_loader = cpu_loader
+
+
+def torch_backend() -> None:
+    """The official layers ask spikingjelly for its 'cupy' backend: let them be built without CuPy, then
+    switch every neuron of the model main.py creates to the 'torch' backend (as the issue's runs did)."""
+    import timm.models
+    from spikingjelly.activation_based import base
+
+    base.check_backend_library = lambda backend: None
+    create = timm.models.create_model
+
+    def create_on_torch_backend(*args, **kwargs):
+        model = create(*args, **kwargs)
+        for m in model.modules():
+            if "torch" in getattr(m, "supported_backends", ()):
+                m.backend = "torch"
+        return model
+    timm.models.create_model = create_on_torch_backend
 
 
 if __name__ == "__main__":
