@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -16,5 +17,5 @@ class ModelConfig:
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
     frozen_ema: bool = False  # firing-rate EMA as the official code under AMP (docs/fidelity.md)
-    sparse_conv: bool = False  # event-driven CPU convolutions for spike inputs (models/spike_conv.py)
+    sparse_conv: Literal["auto"] | bool = "auto"  # event-driven CPU convs per layer (auto: if they build)
     pretrained: str | None = None  # path to weights loaded strictly before training

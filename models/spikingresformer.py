@@ -62,7 +62,7 @@ class SpikingResformer(nn.Module):
     """The network; `T` time steps, built for one input resolution `img_size` (DSSA's N' is fixed)."""
 
     def __init__(self, arch: Arch, T: int = 4, num_classes: int | None = None, img_size: int | None = None,
-                 in_channels: int = 3, frozen_ema: bool = False, sparse_conv: bool = False):
+                 in_channels: int = 3, frozen_ema: bool = False, sparse_conv: bool | str = False):
         super().__init__()
         self.T = T
         self.arch = arch
@@ -99,20 +99,25 @@ class SpikingResformer(nn.Module):
             if isinstance(m, tuple(NEURONS.values())):
                 m.carry_state = on
 
-    def set_sparse_conv(self, on: bool, limits: dict[torch.dtype, float] | None = None,
+    def set_sparse_conv(self, on: bool | str, limits: dict[torch.dtype, float] | None = None,
                         min_group_out: int = spike_conv.MIN_GROUP_OUT) -> None:
-        """Event-driven CPU convolutions (models/spike_conv.py) for the convolutions that read spikes (all
-        but the stem's) with at least `min_group_out` output channels per group, used for a batch whose
-        input has at most `limits[dtype]` nonzero (default `spike_conv.DENSITY_LIMITS`); off: all dense."""
+        """Event-driven CPU convolutions (models/spike_conv.py), chosen per layer: the convolutions that read
+        spikes (all but the stem's) with at least `min_group_out` output channels per group, for a batch
+        whose input has at most `limits[dtype]` nonzero (default `spike_conv.DENSITY_LIMITS`); the others,
+        and every batch above the limit, dense. Both rules were measured on CPUs where the kernels win; they
+        depend only on the layer and its input, never on a timing, so runs stay bit-reproducible (resume,
+        paired seeds). "auto" (the trainer's default): so, or all dense without a warning where the kernels
+        cannot be built (no C compiler); True: the same, with a warning then; False: all dense."""
         why = spike_conv.unavailable_reason() if on else None
         if why:
-            warnings.warn(f"sparse_conv: the event-driven kernels cannot be built here ({why}); all "
-                          "convolutions stay dense", stacklevel=2)
+            if on != "auto":
+                warnings.warn(f"sparse_conv: the event-driven kernels cannot be built here ({why}); all "
+                              "convolutions stay dense", stacklevel=2)
             on = False
         for name, m in self.named_modules():
             if isinstance(m, Conv2d):
                 wide = m.out_channels // m.groups >= min_group_out
-                sparse = on and wide and not name.startswith("prologue")
+                sparse = bool(on) and wide and not name.startswith("prologue")
                 m.sparse_limits = dict(limits or spike_conv.DENSITY_LIMITS) if sparse else None
 
     def init_weight(self) -> None:
@@ -169,7 +174,7 @@ class SpikingResformer(nn.Module):
 
 
 def create(name: str, *, T: int = 4, num_classes: int | None = None, img_size: int | None = None,
-           in_channels: int | None = None, frozen_ema: bool = False, sparse_conv: bool = False,
+           in_channels: int | None = None, frozen_ema: bool = False, sparse_conv: bool | str = False,
            pretrained: bool = False, **kwargs) -> SpikingResformer:
     """Build a registered variant by name (what the timm factories call)."""
     if pretrained:

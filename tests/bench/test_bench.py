@@ -209,3 +209,23 @@ def test_official_worker_runs_the_shim_from_official_path(tmp_path, monkeypatch)
     (ratio,) = [r for r in doc["ratios"] if r["metric"] == "train_images_per_s"]
     assert (ratio["a"], ratio["b"]) == ("eager", "official") and ratio["median"] > 0
     assert any(str(official) in n and "spikingjelly" in n for n in doc["notes"])
+
+
+def test_model_mode_times_the_default_model_and_dense_on_request():
+    """`ours` is the model as the trainer builds it by default (event-driven convolutions per layer where
+    the kernels build); `compare_dense` adds the all-dense model."""
+    from models.layers import Conv2d
+    from models.spike_conv import unavailable_reason
+    from tools.bench import mode_model
+
+    s = {**mode_model.QUICK, "compile": False, "compare_dense": True}
+    c = mode_model.parse_config("spikingresformer_tiny:16:2:2:fp32")
+    st = mode_model.steppers(c, s, torch.device("cpu"))
+    assert set(st) == {"eager", "eager_dense"}
+
+    def event_driven(stepper):
+        return [n for n, m in stepper.model.named_modules() if isinstance(m, Conv2d) and m.sparse_limits]
+    assert event_driven(st["eager_dense"]) == []
+    assert bool(event_driven(st["eager"])) == (unavailable_reason() is None)  # the wide ones, per layer
+    with pytest.raises(SystemExit, match="auto, true or false"):
+        mode_model.model_sparse_conv("sometimes")

@@ -1,8 +1,9 @@
 """Mode `model`: train-step and forward-only images/s and peak memory, ours vs the official code.
 
 One configuration = variant, resolution, T, batch, dtype (written "name:res:T:B:dtype"). Our model is built
-as the trainer builds it (`models.build_model(ModelConfig(...))`); the eager model, `torch.compile` of it
-(`compile`) and the event-driven convolutions (`sparse_conv`: cases `*_sparse`) are timed interleaved,
+as the trainer builds it (`models.build_model(ModelConfig(...))`, defaults included: `sparse_conv` auto, the
+event-driven convolutions per layer); the eager model and `torch.compile` of it (`compile`), with
+`compare_dense` also the same with every convolution dense (cases `*_dense`), are timed interleaved,
 training step (forward + loss on the T-mean + backward + AdamW + neuron reset) and inference forward
 separately. With `official` on (CPU, one step per repeat) the official SpikingResformer joins the training
 comparison from a worker process (tools/bench/official.py: the official code outside this repo, found from
@@ -22,9 +23,9 @@ from tools.bench.stepper import Stepper, synthetic_batch
 
 FULL = {"configs": ["spikingresformer_cifar:32:4:32:fp32", "spikingresformer_cifar:32:4:32:bf16",
                     "spikingresformer_ti:224:4:8:fp32", "spikingresformer_ti:224:4:8:bf16"],
-        "compile": True, "sparse_conv": False, "official": True, "malloc_reuse": False,
-        "steps_per_repeat": 1, "warmup": 2, "repeats": 5, "forward": True, "channels_last": True,
-        "neuron_shapes": ["4x16x64x56x56"]}
+        "compile": True, "sparse_conv": "auto", "compare_dense": False, "official": True,
+        "malloc_reuse": False, "steps_per_repeat": 1, "warmup": 2, "repeats": 5, "forward": True,
+        "channels_last": True, "neuron_shapes": ["4x16x64x56x56"]}
 # quick: no official run (it needs the official code set up, see docs/benchmarks.md)
 QUICK = {**FULL, "configs": ["spikingresformer_cifar:32:4:8:fp32"], "compile": False, "official": False,
          "repeats": 3, "warmup": 1, "neuron_shapes": ["4x8x64x32x32"]}
@@ -45,7 +46,15 @@ def parse_config(text: str) -> dict:
             "classes": ARCHS[name].num_classes}
 
 
-def build(c: dict, s: dict, device: torch.device, sparse_conv: bool = False) -> torch.nn.Module:
+def model_sparse_conv(text: str) -> bool | str:
+    """The `sparse_conv` setting as ModelConfig takes it: auto, true or false."""
+    value = {"auto": "auto", "true": True, "false": False}.get(str(text).lower())
+    if value is None:
+        raise SystemExit(f"--set sparse_conv={text}: write auto, true or false")
+    return value
+
+
+def build(c: dict, s: dict, device: torch.device, sparse_conv: bool | str = "auto") -> torch.nn.Module:
     """Our model for one configuration, built as the trainer builds it (models.build_model), on `device`."""
     from models import build_model
     from models.config import ModelConfig
@@ -56,11 +65,14 @@ def build(c: dict, s: dict, device: torch.device, sparse_conv: bool = False) -> 
 
 
 def steppers(c: dict, s: dict, device: torch.device) -> dict[str, Stepper]:
-    """eager / compiled (and *_sparse) steppers for one configuration, each with its own weights."""
+    """eager / compiled (and *_dense) steppers for one configuration, each with its own weights."""
     from models import compile_model
 
     out = {}
-    for suffix, sparse in (("", False), ("_sparse", True)) if s["sparse_conv"] else (("", False),):
+    variants = [("", model_sparse_conv(s["sparse_conv"]))]
+    if s["compare_dense"]:
+        variants.append(("_dense", False))
+    for suffix, sparse in variants:
         torch.manual_seed(0)
         model = build(c, s, device, sparse_conv=sparse)
         out["eager" + suffix] = Stepper(model, dtype=c["dtype"])

@@ -6,9 +6,10 @@ unchanged (runpy, as `python main.py ARGS`) it adapts the process in two ways (r
 checkout at commit 3f75127 on a CPU):
 - torchvision's CIFAR md5 check passes: the benchmark's CIFAR-format files are not the release's bytes, and
   main.py asks for `download=True`, which would fetch the release instead;
-- without CUDA, `.cuda()` of tensors and modules and `torch.tensor(..., device='cuda')` stay on the CPU, timm's `create_loader` gets
-  device='cpu' (main.py calls `.cuda()` unconditionally; its AMP is CUDA-only and turns itself off), and the
-  neurons, which the official layers build with spikingjelly's CuPy backend, run on its torch backend.
+- without CUDA, `.cuda()` of tensors and modules and `torch.tensor(..., device='cuda')` stay on the CPU,
+  timm's `create_loader` gets device='cpu' (main.py calls `.cuda()` unconditionally; its AMP is CUDA-only and
+  turns itself off), and the neurons, which the official layers build with spikingjelly's CuPy backend, run
+  on its torch backend.
 """
 from __future__ import annotations
 
