@@ -25,3 +25,17 @@ def test_quick_loaders_report_the_decode_limit_and_fractions_of_it(tmp_path):
     assert frac["min"] == per_round[0] and frac["max"] == per_round[-1]
     assert len(frac["load_average_start"]) == len(frac["load_average_end"]) == 3
     assert any(n.startswith("loaders: 1-minute load average") for n in doc["notes"])
+
+
+def test_ffcv_profile_splits_an_image_into_its_stages(tmp_path):
+    out = tmp_path / "loaders.json"
+    cli.main(["loaders", "--quick", "--json", str(out), "--cache", str(tmp_path / "cache"), "--no-charts",
+              "--set", "images=48", "--set", "val_images=48", "--set", "batch_size=16", "--set", "repeats=1",
+              "--set", "warmup=0", "--set", "cases=ffcv"])
+    doc = json.loads(out.read_text())
+    report.validate(doc)
+    parts = {r["case"]: r for r in doc["results"] if r["metric"] == "ms_per_image_one_thread"}
+    stages = ("decode (libffcv, full size)", "crop + INTER_AREA resize", "horizontal flip",
+              "normalise (main thread, per image)")
+    assert set(parts) == {f"ffcv profile: {name}" for name in stages}
+    assert all(0 < r["median"] < 1000 and r["images"] == 48 for r in parts.values())

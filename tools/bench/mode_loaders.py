@@ -24,7 +24,7 @@ from tools.bench.harness import Bench
 from tools.bench.photos import build_tree
 
 FULL = {"images": 3000, "val_images": 100, "batch_size": 64, "workers": 2, "size": 224, "repeats": 5,
-        "warmup": 1, "cases": ["torchvision", "ffcv", "dali", "decode"], "jpeg_quality": 90}
+        "warmup": 1, "cases": ["torchvision", "ffcv", "dali", "decode"], "jpeg_quality": 90, "profile": True}
 QUICK = {**FULL, "images": 768, "repeats": 3}
 
 
@@ -167,3 +167,60 @@ def run(bench: Bench, s: dict, cache: Path) -> None:
         for name in (n for n in samples if n != "decode"):  # per round: the loader / the decode limit
             rounds = [a / b for a, b in zip(samples[name], samples["decode"])]
             bench.add_ratio(name, "decode", "decode_limit_fraction", rounds, **extra, **load)
+    if s["profile"] and "ffcv" in cases:
+        profile_ffcv(bench, tree, s)
+
+
+def profile_ffcv(bench: Bench, tree: Path, s: dict, rounds: int = 3) -> None:
+    """Where an ffcv image's time goes, on one thread, on the same files and crop windows as the ffcv case:
+    libffcv's full-size JPEG decode, its crop + INTER_AREA resize, the flip, and the main thread's uint8 ->
+    normalised float batch (per image). Milliseconds per image, best of `rounds` passes over the files."""
+    import numpy as np
+    from ffcv.libffcv import imdecode, resize_crop
+    from PIL import Image
+
+    from pipelines.crops import sample_window
+
+    loader = pipeline_loader(tree, "ffcv", s)
+    files = sorted((tree / "train").rglob("*.jpg"))
+    raw = [np.frombuffer(f.read_bytes(), np.uint8) for f in files]
+    sizes = [Image.open(f).size for f in files]  # (w, h)
+    wins = [sample_window(loader.recipe, True, h, w, i) for i, (w, h) in enumerate(sizes)]
+    size = s["size"]
+    out = np.empty((len(files), size, size, 3), np.uint8)
+    full = [np.empty((h, w, 3), np.uint8) for w, h in sizes]
+
+    def decode():
+        for r, (w, h), dst in zip(raw, sizes, full):
+            imdecode(r, dst, h, w, h, w, 0, 0, 1, 1, False, False)
+
+    def crop_resize():
+        for k, (img, (i, j, hh, ww, _)) in enumerate(zip(full, wins)):
+            resize_crop(img, i, i + hh, j, j + ww, out[k])
+
+    def flip():
+        for k, win in enumerate(wins):
+            if win[4]:
+                out[k] = out[k, :, ::-1]
+
+    batch = s["batch_size"]
+
+    def normalise():
+        for b in range(0, len(files) - batch + 1, batch):
+            loader.stage(torch.from_numpy(out[b:b + batch]), torch.zeros(batch, dtype=torch.long), b)
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        parts = {"decode (libffcv, full size)": decode, "crop + INTER_AREA resize": crop_resize,
+                 "horizontal flip": flip, "normalise (main thread, per image)": normalise}
+        for name, run in parts.items():
+            best = []
+            for _ in range(rounds):
+                t = time.perf_counter()
+                run()
+                best.append((time.perf_counter() - t) * 1e3 / len(files))
+            bench.add(f"ffcv profile: {name}", "ms_per_image_one_thread", "ms", best, size=size,
+                      images=len(files))
+    finally:
+        torch.set_num_threads(torch_threads)
