@@ -108,7 +108,7 @@ def test_official_side_runs_interleaved_and_gives_the_ratio(tmp_path):
     assert 0 < official["train_images_per_s"]["max"] < 2 * 2 / 0.4
     (ratio,) = doc["ratios"]
     assert (ratio["a"], ratio["b"], ratio["rounds"]) == ("ours", "official", 2) and ratio["median"] > 0
-    assert any("not yet run against the real main.py" in n for n in doc["notes"])
+    assert any("checked against xyshi2000/SpikingResformer 3f75127" in n for n in doc["notes"])
     with pytest.raises(SystemExit, match="main.py exists; pass the official SpikingResformer checkout"):
         cli.main([*TINY, "--json", str(out), "--cache", str(tmp_path / "cache"), "--official", str(tmp_path)])
 

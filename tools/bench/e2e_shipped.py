@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = Path(__file__).with_name("official_e2e.py")
 POLL_S = 0.05
 OFFICIAL_STEP = re.compile(r"\[(\d+)/(\d+)\] it/s:")  # main.py's per-step debug line
-UNTESTED = ("the official side's command (tools/bench/e2e_shipped.official_command) is a template not yet "
-            "run against the real main.py")
+TESTED_AGAINST = ("the official side's command (tools/bench/e2e_shipped.official_command) was checked "
+                  "against xyshi2000/SpikingResformer 3f75127; another revision may need other adaptations "
+                  "(tools/bench/official_e2e.py)")
 
 
 @dataclass
@@ -73,7 +74,8 @@ def find_checkout(path: str) -> tuple[Path, Path | None]:
 
 def official_command(checkout: Path, sj014: Path | None, data: Path, out: Path, s: dict,
                      n_train: int) -> tuple[list[str], dict[str, str]]:
-    """The official run (argv, environment). UNTESTED template, assumptions in docs/benchmarks.md.
+    """The official run (argv, environment); checked against the official checkout at 3f75127, assumptions in
+    docs/benchmarks.md.
 
     main.py logs `[i/len] it/s: ...` every len/print_freq steps: print_freq = len(loader) logs every step.
     """
@@ -217,7 +219,7 @@ def run_shipped(bench, s: dict, cache: Path) -> None:
         checkout, sj014 = find_checkout(s["official_path"])
         sides["official"] = lambda folder: run_official(checkout, sj014, data, folder, s, s["images"])
         bench.notes.append(f"e2e: official side from {checkout} (spikingjelly from {sj014 or 'the venv'}); "
-                           f"{UNTESTED}")
+                           f"{TESTED_AGAINST}")
     else:
         skipped = "e2e: official side skipped: no --official PATH given; ours ran alone"
         bench.notes.append(skipped)
