@@ -30,13 +30,13 @@ def adapt() -> None:
         return
     torch_backend()
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
     tensor = torch.tensor
 
     def tensor_off_cuda(*args, device=None, **kwargs):  # utils.Record makes its counters on 'cuda'
         on_cuda = device is not None and torch.device(device).type == "cuda"
         return tensor(*args, device=None if on_cuda else device, **kwargs)
     torch.tensor = tensor_off_cuda
-    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
     import timm.data
     import timm.data.loader
 
