@@ -105,7 +105,7 @@ def build_trainer(cfg: Config, acc, stop=None) -> Trainer:
     """Every part of the job from its config section, prepared by `acc`, the resume state loaded."""
     t = cfg.train
     prepare_process(t, acc.device)
-    model = parts.build_model(cfg.model)
+    model = parts.build_model(parts.for_device(cfg.model, acc.device))
     initial_weights(model, t, acc.print)  # the user's files first: a refusal is then the only line printed
     data_line = resolve_loader_workers(cfg, acc)
     if acc.is_main_process:

@@ -60,3 +60,23 @@ def test_topk_counts():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3], [0.2, 0.3, 0.5]])
     c1, c5 = metrics.topk_correct(logits, torch.tensor([1, 2, 0]))
     assert int(c1) == 1 and int(c5) == 3
+
+
+def test_auto_sparse_conv_is_dense_off_the_cpu(monkeypatch):
+    """`sparse_conv: auto` on a GPU device builds no CPU kernel (nothing asks whether they can be built) and
+    marks no layer; on the CPU it stays auto; an explicit setting is left to the user."""
+    from models import spike_conv
+    from models.config import ModelConfig
+
+    auto = ModelConfig(name="spikingresformer_tiny", T=2, num_classes=4, img_size=16, sparse_conv="auto")
+    assert parts.for_device(auto, torch.device("cpu")) is auto
+    assert parts.for_device(ModelConfig(sparse_conv=True), torch.device("cuda")).sparse_conv is True
+    gpu = parts.for_device(auto, torch.device("cuda"))
+    assert gpu.sparse_conv is False and auto.sparse_conv == "auto"
+
+    def asked():
+        raise AssertionError("the event-driven kernels were asked for on a GPU run")
+
+    monkeypatch.setattr(spike_conv, "unavailable_reason", asked)
+    model = parts.build_model(gpu)
+    assert not any(getattr(m, "sparse_limits", None) for m in model.modules())
