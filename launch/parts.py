@@ -1,8 +1,6 @@
 """Builders that turn config sections into the training parts (each gets only its own sub-config)."""
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,14 +15,6 @@ def build_model(mcfg: ModelConfig) -> nn.Module:
     import models
 
     return models.build_model(mcfg)  # channels-last (parameters strided like their gradients) if set
-
-
-def for_device(mcfg: ModelConfig, device: torch.device) -> ModelConfig:
-    """`model:` as built for `device`: off the CPU, `sparse_conv: auto` means dense, so that a GPU run never
-    builds (or asks for a compiler for) the CPU-only event-driven kernels; the run's config keeps "auto"."""
-    if device.type == "cpu" or mcfg.sparse_conv != "auto":
-        return mcfg
-    return dataclasses.replace(mcfg, sparse_conv=False)
 
 
 def build_loaders(dcfg: DataConfig, accelerator, *, seed: int, T: int, need_train: bool = True):

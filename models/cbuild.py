@@ -11,6 +11,10 @@ e.g. `x86-64-v3` (AVX2 and FMA, no AVX-512) or `x86-64` (SSE2): a build for the 
 runners other than this one, and how the tests run the kernels' non-AVX-512 paths on an AVX-512 machine.
 `.library()` returns the loaded ctypes library, or None with `.unavailable_reason()` saying why (no
 compiler, a compile error).
+
+`with cpu_kernels(False):` builds a model for another device (the trainer does so for a GPU run): its LIF
+neurons and `sparse_conv: auto` convolutions are set up without the CPU kernels, which are then neither
+compiled nor asked for (moved to a CPU later, such a model runs spikingjelly's op and dense convolutions).
 """
 from __future__ import annotations
 
@@ -23,11 +27,28 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BASE_FLAGS = ["-O3", "-std=gnu11", "-fopenmp", "-fPIC", "-shared"]
 ARCH_ENV = "DASSDP_KERNEL_ARCH"
+_wanted = [True]
+
+
+def wanted() -> bool:
+    """Whether models built now should use the CPU kernels (False inside `cpu_kernels(False)`)."""
+    return _wanted[-1]
+
+
+@contextmanager
+def cpu_kernels(on: bool) -> Iterator[None]:
+    """Models built inside use the CPU kernels only if `on` (see the module docstring)."""
+    _wanted.append(bool(on))
+    try:
+        yield
+    finally:
+        _wanted.pop()
 
 
 def kernel_arch(arch: str | None = None) -> str:

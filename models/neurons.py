@@ -17,7 +17,7 @@ import torch
 from spikingjelly.activation_based import functional as sjf
 from spikingjelly.activation_based import neuron, surrogate
 
-from models import lif_cpu
+from models import cbuild, lif_cpu
 from models.lif_cpu import lif_forward
 
 # The paper's settings: tau 2, decay_input, threshold 1, hard reset to 0, detached reset, ATan(alpha=2).
@@ -106,7 +106,8 @@ class LIF(_FlatNeuron, neuron.LIFNode):
 
     def __init__(self):
         super().__init__(tau=2.0, surrogate_function=surrogate.ATan(alpha=2.0), **_COMMON)
-        self._cpu_kernel = _cpu_kernels_built()  # decided here: a plain attribute read under torch.compile
+        # decided here (a plain attribute read under torch.compile); never for a model built for a GPU
+        self._cpu_kernel = cbuild.wanted() and _cpu_kernels_built()
 
     def _kernel(self, x: torch.Tensor, v: torch.Tensor | None):
         paper_lif = self.detach_reset and self.v_reset == 0.0 and self.decay_input

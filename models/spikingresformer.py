@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from models import spike_conv
+from models import cbuild, spike_conv
 from models.layers import BN, DSSA, GWFFN, Conv2d, DownsampleLayer
 from models.neurons import NEURONS
 
@@ -107,7 +107,10 @@ class SpikingResformer(nn.Module):
         and every batch above the limit, dense. Both rules were measured on CPUs where the kernels win; they
         depend only on the layer and its input, never on a timing, so runs stay bit-reproducible (resume,
         paired seeds). "auto" (the trainer's default): so, or all dense without a warning where the kernels
-        cannot be built (no C compiler); True: the same, with a warning then; False: all dense."""
+        cannot be built (no C compiler) or the model is built for a GPU (`models.cbuild.cpu_kernels`); True:
+        the same, with a warning where they cannot be built; False: all dense."""
+        if on == "auto" and not cbuild.wanted():  # a model built for a GPU
+            on = False
         why = spike_conv.unavailable_reason() if on else None
         if why:
             if on != "auto":

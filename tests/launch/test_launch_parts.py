@@ -62,21 +62,30 @@ def test_topk_counts():
     assert int(c1) == 1 and int(c5) == 3
 
 
-def test_auto_sparse_conv_is_dense_off_the_cpu(monkeypatch):
-    """`sparse_conv: auto` on a GPU device builds no CPU kernel (nothing asks whether they can be built) and
-    marks no layer; on the CPU it stays auto; an explicit setting is left to the user."""
-    from models import spike_conv
+def test_a_model_built_for_a_gpu_asks_for_no_cpu_kernel(monkeypatch):
+    """Inside `cpu_kernels(False)` (what the trainer does for a GPU device) the LIF neurons and the `auto`
+    convolutions are set up without the CPU kernels: nothing compiles them or asks whether they can be built.
+    Outside, the same config gets both (this machine has a compiler)."""
+    from models import lif_cpu, spike_conv
+    from models.cbuild import cpu_kernels
     from models.config import ModelConfig
+    from models.neurons import LIF
 
-    auto = ModelConfig(name="spikingresformer_tiny", T=2, num_classes=4, img_size=16, sparse_conv="auto")
-    assert parts.for_device(auto, torch.device("cpu")) is auto
-    assert parts.for_device(ModelConfig(sparse_conv=True), torch.device("cuda")).sparse_conv is True
-    gpu = parts.for_device(auto, torch.device("cuda"))
-    assert gpu.sparse_conv is False and auto.sparse_conv == "auto"
+    cfg = ModelConfig(name="spikingresformer_cifar", T=2, num_classes=4, img_size=32, sparse_conv="auto")
+    on_cpu = parts.build_model(cfg)
+    assert all(m._cpu_kernel for m in on_cpu.modules() if isinstance(m, LIF))
+    assert any(getattr(m, "sparse_limits", None) for m in on_cpu.modules())
+    x = torch.randn(2, 3, 32, 32)
+    expected = on_cpu.eval()(x)
 
     def asked():
-        raise AssertionError("the event-driven kernels were asked for on a GPU run")
+        raise AssertionError("a CPU kernel was asked for while building for a GPU")
 
+    monkeypatch.setattr(lif_cpu, "library", asked)
     monkeypatch.setattr(spike_conv, "unavailable_reason", asked)
-    model = parts.build_model(gpu)
+    with cpu_kernels(False):
+        model = parts.build_model(cfg)
+    assert not any(m._cpu_kernel for m in model.modules() if isinstance(m, LIF))
     assert not any(getattr(m, "sparse_limits", None) for m in model.modules())
+    model.load_state_dict(on_cpu.state_dict())  # on a CPU it computes the same (spikingjelly's op, dense)
+    torch.testing.assert_close(model.eval()(x), expected, rtol=1e-4, atol=1e-4)
