@@ -23,7 +23,7 @@ import time
 import torch
 
 from tools.bench.harness import Bench, PeakMemory, timed
-from tools.bench.stepper import Stepper, synthetic_batch
+from tools.bench.stepper import Stepper, synthetic_batch, trainer_model
 
 PARTS = ("hook", "alone", "dw")
 FULL = {"model": "spikingresformer_cifar", "img_size": 32, "T": 4, "batch_size": 32, "num_classes": 10,
@@ -33,12 +33,11 @@ QUICK = {**FULL, "batch_size": 16, "repeats": 3, "warmup": 1, "dw_repeats": 3, "
 
 
 def _model(s: dict, device: torch.device) -> torch.nn.Module:
-    from models import build_model
     from models.config import ModelConfig
 
     cfg = ModelConfig(name=s["model"], T=s["T"], num_classes=s["num_classes"], img_size=s["img_size"],
                       in_channels=3, channels_last=True)
-    return build_model(cfg).to(device)
+    return trainer_model(cfg, device)
 
 
 class ObserverTimer:

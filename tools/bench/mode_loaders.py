@@ -184,7 +184,10 @@ def profile_ffcv(bench: Bench, tree: Path, s: dict, rounds: int = 3) -> None:
     loader = pipeline_loader(tree, "ffcv", s)
     files = sorted((tree / "train").rglob("*.jpg"))
     raw = [np.frombuffer(f.read_bytes(), np.uint8) for f in files]
-    sizes = [Image.open(f).size for f in files]  # (w, h)
+    sizes = []  # (w, h)
+    for f in files:
+        with Image.open(f) as im:  # the header only
+            sizes.append(im.size)
     wins = [sample_window(loader.recipe, True, h, w, i) for i, (w, h) in enumerate(sizes)]
     size = s["size"]
     out = np.empty((len(files), size, size, 3), np.uint8)

@@ -19,7 +19,7 @@ import torch
 
 from tools.bench.harness import Bench, PeakMemory, timed
 from tools.bench.official import OfficialWorker, find_official
-from tools.bench.stepper import Stepper, synthetic_batch
+from tools.bench.stepper import Stepper, synthetic_batch, trainer_model
 
 FULL = {"configs": ["spikingresformer_cifar:32:4:32:fp32", "spikingresformer_cifar:32:4:32:bf16",
                     "spikingresformer_ti:224:4:8:fp32", "spikingresformer_ti:224:4:8:bf16"],
@@ -56,12 +56,11 @@ def model_sparse_conv(text: str) -> bool | str:
 
 def build(c: dict, s: dict, device: torch.device, sparse_conv: bool | str = "auto") -> torch.nn.Module:
     """Our model for one configuration, built as the trainer builds it (models.build_model), on `device`."""
-    from models import build_model
     from models.config import ModelConfig
 
     cfg = ModelConfig(name=c["name"], T=c["T"], num_classes=c["classes"], img_size=c["res"], in_channels=3,
                       channels_last=s["channels_last"], sparse_conv=sparse_conv)
-    return build_model(cfg).to(device)
+    return trainer_model(cfg, device)
 
 
 def steppers(c: dict, s: dict, device: torch.device) -> dict[str, Stepper]:

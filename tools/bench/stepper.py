@@ -23,6 +23,15 @@ def synthetic_batch(B: int, C: int, size: int, num_classes: int, device: torch.d
     return x, y
 
 
+def trainer_model(cfg, device: torch.device) -> torch.nn.Module:
+    """`models.build_model(cfg)` as the trainer builds it for `device` (a GPU: no CPU kernels), on it."""
+    from models import build_model
+    from models.cbuild import cpu_kernels
+
+    with cpu_kernels(device.type == "cpu"):
+        return build_model(cfg).to(device)
+
+
 def reset(model: torch.nn.Module) -> None:
     """Reset every neuron's state (spikingjelly's reset_net)."""
     from spikingjelly.activation_based import functional
