@@ -60,18 +60,21 @@ class BN(nn.Module):
         return self._repeated(xf, repeat).unflatten(0, x.shape[:2])
 
     def _repeated(self, xf: torch.Tensor, repeat: int) -> torch.Tensor:
-        # Same normalisation as on `repeat` stacked copies; the running variance uses the unbiased factor
-        # of the stacked count n = repeat * B * H * W, exactly like BN on the repeated input would.
+        # Same normalisation as on `repeat` stacked copies (identical batch statistics). The running variance
+        # takes the unbiased factor of the stacked count n = repeat * m (m = B * H * W per channel), as BN on
+        # the repeated input would: batch_norm updates it with m's factor in the same pass, and the update
+        # part is rescaled afterwards (one small op on [C] instead of a second pass over the input).
         bn = self.bn
-        y = F.batch_norm(xf, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+        bn.num_batches_tracked.add_(1)
+        w = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        mean, var = bn.running_mean.clone(), bn.running_var.clone()  # updated by batch_norm, kept by autograd
+        y = F.batch_norm(xf, mean, var, bn.weight, bn.bias, True, w, bn.eps)
+        m = xf.numel() // xf.shape[1]
+        n = repeat * m
         with torch.no_grad():
-            stat = bn.running_mean.dtype  # float32 (float64 for a .double() model)
-            var, mean = torch.var_mean(xf.to(stat), dim=(0, 2, 3), correction=0)
-            n = repeat * xf.numel() // xf.shape[1]
-            bn.num_batches_tracked.add_(1)
-            w = bn.momentum if bn.momentum is not None else bn.num_batches_tracked.reciprocal().to(stat)
-            bn.running_mean.lerp_(mean, w)
-            bn.running_var.lerp_(var * (n / max(n - 1, 1)), w)
+            kept = bn.running_var * (1.0 - w)  # the old value's share of the update
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_((var - kept) * ((n / (n - 1)) / (m / (m - 1))) + kept)
         return y
 
 

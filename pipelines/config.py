@@ -35,7 +35,7 @@ class DataConfig:
     cutout: bool = False  # random erasing (re_prob 0.25, const)
     label_smoothing: float = 0.0
     crop_pct: float | None = None  # eval resize = size / crop_pct; None: recipe value (follows train_crop)
-    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"  # torchvision, DALI on CUDA (docs/pipelines.md)
     mean: list[float] | None = None  # None: recipe value for the dataset
     std: list[float] | None = None
     os_cache: bool = True  # ffcv: page cache (True) or process memory (False)

@@ -72,14 +72,19 @@ def test_dassdp_sites_shapes_seen_by_hooks():
                     ("classifier", (2, 3, 64), (2, 3, 5))]
 
 
-def test_stem_once_equals_repeated_input_in_training():
+@pytest.mark.parametrize("momentum", [0.1, None])  # None: cumulative average, 1 / batches seen
+def test_stem_once_equals_repeated_input_in_training(momentum):
     """Static input: the stem runs once, yet logits, BN running stats and rates equal the repeated run."""
     a, b = _tiny(T=3).double(), _tiny(T=3).double()
     b.load_state_dict(a.state_dict())
-    x = torch.randn(2, 3, IMG, IMG, dtype=torch.float64)
-    with torch.no_grad():
-        ya, yb = a(x), b(x.unsqueeze(1).repeat(1, 3, 1, 1, 1))
-    torch.testing.assert_close(ya, yb, rtol=0, atol=1e-12)
+    for bn in (m for m in [*a.modules(), *b.modules()] if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.momentum = momentum
+    for seed in range(2):  # the second step mixes the first into the running statistics
+        x = torch.randn(2, 3, IMG, IMG, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            ya, yb = a(x), b(x.unsqueeze(1).repeat(1, 3, 1, 1, 1))
+        torch.testing.assert_close(ya, yb, rtol=0, atol=1e-12)
+        reset_net(a), reset_net(b)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(va, vb, rtol=0, atol=1e-12, msg=k)
 
