@@ -44,7 +44,8 @@ def test_small_folder_images_get_the_tiny_recipe(tmp_path):
     src, out = write_tree(tmp_path / "src", 32), tmp_path / "ffcv"
     man = convert("folder", src, out, "ffcv", val_fraction=0.34, workers=1, progress=False)
     assert man["image_sides"] == {"max": 32, "median": 32}
-    data = print_config("data.dataset=folder", f"data.path={out}")["data"]
+    # demo.yaml turns flips off; auto is what the tiny recipe resolves
+    data = print_config("data.dataset=folder", f"data.path={out}", "data.hflip=auto")["data"]
     assert (data["train_crop"], data["crop_pct"], data["hflip"], data["num_classes"]) == ("none", 1.0, 0.5, 2)
     cfg = fill_defaults(DataConfig(dataset="folder", backend="ffcv", path=str(out), batch_size=2, workers=1,
                                    input_size=[3, 32, 32]))
