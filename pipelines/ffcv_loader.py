@@ -163,6 +163,7 @@ class FFCVLoader(Loader):
         self.manifest = read_manifest(self.cfg.path)
         labels, self._hw = beton_labels(self.beton, with_sizes=True)  # [N], [N, 2] (height, width)
         self._windows = np.zeros((len(labels), 5), dtype=np.int32)  # live table read by the decoder
+        self._fixed = np.zeros(len(labels), dtype=bool)  # samples whose seed-free window is in the table
         self._error = np.zeros(1, dtype=np.uint64)  # live: 1 + index of a sample that failed to decode
         self._ffcv = None
         return labels
@@ -173,12 +174,22 @@ class FFCVLoader(Loader):
         return WindowCropDecoder(self.recipe.size, self._windows, self._error)
 
     def _fill_windows(self, order: np.ndarray) -> None:
-        """Crop windows + flips of this epoch's samples (host, same draws as torchvision/DALI)."""
+        """Crop windows + flips of this epoch's samples (host, same draws as torchvision/DALI). Windows that
+        draw nothing (evaluation; training without random crops or flips) are filled once per sample."""
         from pipelines.crops import sample_window
 
-        for i, seed in zip(order.tolist(), self.sample_seeds(order).tolist()):
-            h, w = int(self._hw[i, 0]), int(self._hw[i, 1])
-            self._windows[i] = sample_window(self.recipe, self.train, h, w, seed)
+        fixed = not self.train or not (self.recipe.random_crop or self.recipe.hflip)
+        if fixed:
+            order = order[~self._fixed[order]]
+        if fixed and self.train:  # the whole image, never flipped: no Python loop
+            zero = np.zeros_like(order)
+            self._windows[order] = np.column_stack([zero, zero, self._hw[order], zero])
+        else:
+            for i, seed in zip(order.tolist(), self.sample_seeds(order).tolist()):
+                h, w = int(self._hw[i, 0]), int(self._hw[i, 1])
+                self._windows[i] = sample_window(self.recipe, self.train, h, w, seed)
+        if fixed:
+            self._fixed[order] = True
 
     def _pipelines(self) -> dict:
         from ffcv.fields.basics import IntDecoder

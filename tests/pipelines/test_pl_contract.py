@@ -8,6 +8,8 @@ import pytest
 import torch
 from pl_helpers import CLASSES, N_TRAIN, N_VAL, cached_loader, image_cfg
 
+from pipelines import build_loader
+
 BACKENDS = ["torchvision", "ffcv", "dali"]
 
 
@@ -172,3 +174,32 @@ def test_recipe_keys_act_as_named(jpeg_tree, converted):
     hw = loader._hw  # [N, 2] stored image sizes: every window is the whole image, none flipped
     assert np.array_equal(loader._windows, np.stack([0 * hw[:, 0], 0 * hw[:, 0], hw[:, 0], hw[:, 1],
                                                      0 * hw[:, 0]], 1))
+
+
+def test_ffcv_fills_seed_free_windows_once(jpeg_tree, converted, monkeypatch):
+    """Evaluation windows, and training windows without random crops or flips, draw nothing: each sample's
+    is computed once and reused by later epochs; flips are drawn again every epoch."""
+    from pipelines import crops
+
+    path, real, calls = converted["ffcv"], crops.sample_window, []
+    monkeypatch.setattr(crops, "sample_window", lambda *a: calls.append(a[1]) or real(*a))
+    ev = build_loader(image_cfg("ffcv", path), "val")  # not cached: its table starts empty
+    first, _ = _epoch(ev)
+    assert calls == [False] * len(first)
+    ev.set_epoch(1)
+    second, _ = _epoch(ev)
+    assert len(calls) == len(first) and torch.equal(first, second)
+    expect = [real(ev.recipe, False, int(h), int(w), 0) for h, w in ev._hw]  # eval windows: no seed used
+    assert np.array_equal(ev._windows, np.array(expect))
+    still = build_loader(image_cfg("ffcv", path, train_crop="none", hflip=0.0), "train")
+    for epoch in (0, 1):
+        still.set_epoch(epoch)
+        _epoch(still)
+    assert True not in calls  # the whole image, set without a per-sample draw
+    flips = []
+    drawn = build_loader(image_cfg("ffcv", path, train_crop="none", hflip=0.5), "train")
+    for epoch in (0, 1):
+        drawn.set_epoch(epoch)
+        _epoch(drawn)
+        flips.append(drawn._windows[:, 4].copy())
+    assert calls.count(True) == 2 * len(drawn.indices()) and not np.array_equal(*flips)
