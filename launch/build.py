@@ -22,7 +22,6 @@ from launch.metrics import RunLogger, write_run_info
 from launch.precision import RunPrecision, resolve_precision, resolve_workers
 from launch.progress import TrainProgress
 from launch.trainer import Trainer
-from models.cbuild import cpu_kernels
 
 
 def run_precision(t: TrainConfig, device: torch.device) -> RunPrecision:
@@ -106,8 +105,7 @@ def build_trainer(cfg: Config, acc, stop=None) -> Trainer:
     """Every part of the job from its config section, prepared by `acc`, the resume state loaded."""
     t = cfg.train
     prepare_process(t, acc.device)
-    with cpu_kernels(acc.device.type == "cpu"):  # a GPU run never compiles (or asks for) the CPU kernels
-        model = parts.build_model(cfg.model)
+    model = parts.build_model(cfg.model, acc.device)  # a GPU run never compiles (or asks for) the CPU kernels
     initial_weights(model, t, acc.print)  # the user's files first: a refusal is then the only line printed
     data_line = resolve_loader_workers(cfg, acc)
     if acc.is_main_process:

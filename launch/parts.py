@@ -10,11 +10,12 @@ from models.config import ModelConfig
 from pipelines.config import DataConfig
 
 
-def build_model(mcfg: ModelConfig) -> nn.Module:
-    """The network from `model:` (models.build_model, `pretrained` loaded), before any device or wrapper."""
+def build_model(mcfg: ModelConfig, device: torch.device | None = None) -> nn.Module:
+    """The network from `model:` (models.build_model, `pretrained` loaded) for `device` (a GPU: without the
+    CPU kernels), still on the CPU and unwrapped."""
     import models
 
-    return models.build_model(mcfg)  # channels-last (parameters strided like their gradients) if set
+    return models.build_model(mcfg, device)  # channels-last (parameters strided like their gradients) if set
 
 
 def build_loaders(dcfg: DataConfig, accelerator, *, seed: int, T: int, need_train: bool = True):

@@ -12,9 +12,10 @@ runners other than this one, and how the tests run the kernels' non-AVX-512 path
 `.library()` returns the loaded ctypes library, or None with `.unavailable_reason()` saying why (no
 compiler, a compile error).
 
-`with cpu_kernels(False):` builds a model for another device (the trainer does so for a GPU run): its LIF
-neurons and `sparse_conv: auto` convolutions are set up without the CPU kernels, which are then neither
-compiled nor asked for (moved to a CPU later, such a model runs spikingjelly's op and dense convolutions).
+`with cpu_kernels(False):` builds a model for another device (`models.build_model(cfg, device)` does so):
+its LIF neurons and `sparse_conv: auto` convolutions are set up without the CPU kernels, which are then
+neither compiled nor asked for (moved to a CPU later, such a model runs spikingjelly's op and dense
+convolutions).
 """
 from __future__ import annotations
 

@@ -63,16 +63,16 @@ def test_topk_counts():
 
 
 def test_a_model_built_for_a_gpu_asks_for_no_cpu_kernel(monkeypatch):
-    """Inside `cpu_kernels(False)` (what the trainer does for a GPU device) the LIF neurons and the `auto`
-    convolutions are set up without the CPU kernels: nothing compiles them or asks whether they can be built.
-    Outside, the same config gets both (this machine has a compiler)."""
+    """Built for a GPU (the trainer's `parts.build_model(cfg, acc.device)`; nothing is moved, so no GPU is
+    needed) the LIF neurons and the `auto` convolutions are set up without the CPU kernels: nothing compiles
+    them or asks whether they can be built. For the CPU the same config gets both (this machine has a
+    compiler)."""
     from models import lif_cpu, spike_conv
-    from models.cbuild import cpu_kernels
     from models.config import ModelConfig
     from models.neurons import LIF
 
     cfg = ModelConfig(name="spikingresformer_cifar", T=2, num_classes=4, img_size=32, sparse_conv="auto")
-    on_cpu = parts.build_model(cfg)
+    on_cpu = parts.build_model(cfg, torch.device("cpu"))
     assert all(m._cpu_kernel for m in on_cpu.modules() if isinstance(m, LIF))
     assert any(getattr(m, "sparse_limits", None) for m in on_cpu.modules())
     x = torch.randn(2, 3, 32, 32)
@@ -83,8 +83,7 @@ def test_a_model_built_for_a_gpu_asks_for_no_cpu_kernel(monkeypatch):
 
     monkeypatch.setattr(lif_cpu, "library", asked)
     monkeypatch.setattr(spike_conv, "unavailable_reason", asked)
-    with cpu_kernels(False):
-        model = parts.build_model(cfg)
+    model = parts.build_model(cfg, torch.device("cuda"))
     assert not any(m._cpu_kernel for m in model.modules() if isinstance(m, LIF))
     assert not any(getattr(m, "sparse_limits", None) for m in model.modules())
     model.load_state_dict(on_cpu.state_dict())  # on a CPU it computes the same (spikingjelly's op, dense)

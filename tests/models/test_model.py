@@ -84,7 +84,8 @@ def test_stem_once_equals_repeated_input_in_training(momentum):
         with torch.no_grad():
             ya, yb = a(x), b(x.unsqueeze(1).repeat(1, 3, 1, 1, 1))
         torch.testing.assert_close(ya, yb, rtol=0, atol=1e-12)
-        reset_net(a), reset_net(b)
+        reset_net(a)
+        reset_net(b)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(va, vb, rtol=0, atol=1e-12, msg=k)
 

@@ -26,10 +26,8 @@ def synthetic_batch(B: int, C: int, size: int, num_classes: int, device: torch.d
 def trainer_model(cfg, device: torch.device) -> torch.nn.Module:
     """`models.build_model(cfg)` as the trainer builds it for `device` (a GPU: no CPU kernels), on it."""
     from models import build_model
-    from models.cbuild import cpu_kernels
 
-    with cpu_kernels(device.type == "cpu"):
-        return build_model(cfg).to(device)
+    return build_model(cfg, device).to(device)
 
 
 def reset(model: torch.nn.Module) -> None:
