@@ -74,8 +74,8 @@ def install_counted_model(n_samples: int, hit) -> None:
     toy.install(None, model="real", hook="real", loader="mem", n=n_samples)
     build = parts.build_model
 
-    def build_model(cfg):
-        model = build(cfg)
+    def build_model(cfg, device=None):
+        model = build(cfg, device)
         model.register_forward_hook(lambda m, i, o: hit("step" if m.training else "eval"))
         return model
 

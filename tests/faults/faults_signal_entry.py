@@ -25,8 +25,8 @@ def at_forward(n: int, act) -> None:
             if seen[0] == n:
                 act()
 
-    def build_model(cfg):
-        model = build(cfg)
+    def build_model(cfg, device=None):
+        model = build(cfg, device)
         model.register_forward_hook(hit)
         return model
 

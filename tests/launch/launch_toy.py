@@ -109,7 +109,7 @@ def install(monkeypatch=None, *, model: str = "toy", hook: str = "toy", loader: 
     """
     from launch import hooks, parts
 
-    def build_model(mcfg):
+    def build_model(mcfg, device=None):
         return ToyNet(T=mcfg.T, in_channels=3, num_classes=mcfg.num_classes or 4)
 
     def build_loaders(dcfg, acc, *, seed, T, need_train=True):
