@@ -22,12 +22,29 @@ def mix_seed(*values: int) -> int:
     """Deterministic 63-bit seed from integers (splitmix64 chain); same on every platform."""
     h = 0x9E3779B97F4A7C15
     for v in values:
-        h = (h ^ (int(v) & _M64)) & _M64
-        h = (h + 0x9E3779B97F4A7C15) & _M64
-        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
-        h ^= h >> 31
+        h = _mix_step(h, v)
     return h >> 1
+
+
+def _mix_step(h: int, v: int) -> int:
+    """One splitmix64 step of mix_seed's chain."""
+    h = (h ^ (int(v) & _M64)) & _M64
+    h = (h + 0x9E3779B97F4A7C15) & _M64
+    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
+    return h ^ (h >> 31)
+
+
+def mix_seeds(base: int, values: np.ndarray) -> np.ndarray:
+    """`mix_seed(base, v)` for every v of an integer array (int64), without a Python loop."""
+    h = _mix_step(0x9E3779B97F4A7C15, base)
+    u64 = np.uint64
+    x = np.asarray(values).astype(np.uint64) ^ u64(h)
+    x += u64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> u64(30))) * u64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> u64(27))) * u64(0x94D049BB133111EB)
+    x ^= x >> u64(31)
+    return (x >> u64(1)).astype(np.int64)
 
 
 def epoch_order(n: int, *, seed: int, epoch: int, rank: int, world: int, order: str, train: bool,
@@ -120,8 +137,7 @@ class Loader:
 
     def sample_seeds(self, idx: np.ndarray) -> np.ndarray:
         """Per-sample augmentation seeds: a function of (seed, epoch, dataset index) only."""
-        base = mix_seed(self.seed, self.epoch, 0x5A)
-        return np.array([mix_seed(base, int(i)) for i in idx], dtype=np.int64)
+        return mix_seeds(mix_seed(self.seed, self.epoch, 0x5A), idx)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.indices()[self.start_batch * self.batch_size:]

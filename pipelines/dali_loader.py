@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from pipelines.base import DataError, Loader
-from pipelines.crops import jpeg_size, sample_window
+from pipelines.crops import jpeg_size
+from pipelines.draws import sample_windows
 from pipelines.shards import ArrayShards, TarShards, require_manifest
 
 
@@ -58,16 +59,17 @@ class DALILoader(Loader):
         self._pipe.build()
 
     def _windows(self, blobs: list[bytes], idx: np.ndarray):
-        anchors, shapes, flips = [], [], []
-        for data, i, seed in zip(blobs, idx.tolist(), self.sample_seeds(idx).tolist()):
+        sizes = []
+        for data, i in zip(blobs, idx.tolist()):
             try:
-                H, W = jpeg_size(data)
+                sizes.append(jpeg_size(data))
             except ValueError as e:
                 raise DataError(f"{self.tars.name(i)} (sample {i}): {e}") from e
-            t, l, ch, cw, flip = sample_window(self.recipe, self.train, H, W, seed)  # = the timm draws
-            anchors.append(np.array([l, t], np.float32))
-            shapes.append(np.array([cw, ch], np.float32))
-            flips.append(np.array(flip, np.int32))
+        win = sample_windows(self.recipe, self.train, np.array(sizes, dtype=np.int64).reshape(-1, 2),
+                             self.sample_seeds(idx))  # = the timm draws
+        anchors = [np.array([l, t], np.float32) for t, l in win[:, :2].tolist()]
+        shapes = [np.array([cw, ch], np.float32) for ch, cw in win[:, 2:4].tolist()]
+        flips = [np.array(f, np.int32) for f in win[:, 4].tolist()]
         return anchors, shapes, flips
 
     def _batches(self, order: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -174,20 +174,17 @@ class FFCVLoader(Loader):
         return WindowCropDecoder(self.recipe.size, self._windows, self._error)
 
     def _fill_windows(self, order: np.ndarray) -> None:
-        """Crop windows + flips of this epoch's samples (host, same draws as torchvision/DALI). Windows that
-        draw nothing (evaluation; training without random crops or flips) are filled once per sample."""
-        from pipelines.crops import sample_window
+        """Crop windows + flips of this epoch's samples (host, the same draws as torchvision/DALI, made for
+        all samples at once: `draws.sample_windows`). Windows that draw nothing (evaluation; training without
+        random crops or flips) are filled once per sample."""
+        from pipelines.draws import sample_windows
 
         fixed = not self.train or not (self.recipe.random_crop or self.recipe.hflip)
         if fixed:
             order = order[~self._fixed[order]]
-        if fixed and self.train:  # the whole image, never flipped: no Python loop
-            zero = np.zeros_like(order)
-            self._windows[order] = np.column_stack([zero, zero, self._hw[order], zero])
-        else:
-            for i, seed in zip(order.tolist(), self.sample_seeds(order).tolist()):
-                h, w = int(self._hw[i, 0]), int(self._hw[i, 1])
-                self._windows[i] = sample_window(self.recipe, self.train, h, w, seed)
+        if len(order):
+            self._windows[order] = sample_windows(self.recipe, self.train, self._hw[order],
+                                                  self.sample_seeds(order))
         if fixed:
             self._fixed[order] = True
 

@@ -117,8 +117,8 @@ class ArrayShards:
 
     def batches(self, loader, order: np.ndarray):
         """uint8 [B, 3, H, W] batches: each sample's window (crop of the recipe, same draws as the other
-        backends: crops.sample_window) resized to the model input and flipped."""
-        from pipelines.crops import sample_window
+        backends: draws.sample_windows) resized to the model input and flipped."""
+        from pipelines.draws import sample_windows
 
         size, recipe = loader.recipe.size, loader.recipe
         mode = "bicubic" if loader.cfg.interpolation == "bicubic" else "bilinear"
@@ -126,14 +126,14 @@ class ArrayShards:
             idx = order[s:s + loader.batch_size]
             x = torch.from_numpy(self.gather(idx)).to(loader.device).permute(0, 3, 1, 2)  # [B, 3, h, w]
             h, w = x.shape[-2:]
-            seeds = loader.sample_seeds(idx).tolist()
-            win = [sample_window(recipe, loader.train, h, w, seed) for seed in seeds]
-            if all(v[:4] == (0, 0, h, w) for v in win):  # whole images: one batched resize
+            hw = np.tile([h, w], (len(idx), 1))
+            win = sample_windows(recipe, loader.train, hw, loader.sample_seeds(idx))
+            if (win[:, :4] == [0, 0, h, w]).all():  # whole images: one batched resize
                 x = _resize(x, size, mode)
             else:
                 x = torch.cat([_resize(x[k:k + 1, :, t:t + ch, c:c + cw], size, mode)
-                               for k, (t, c, ch, cw, _) in enumerate(win)])
-            f = torch.tensor([v[4] for v in win], dtype=torch.bool, device=x.device).view(-1, 1, 1, 1)
+                               for k, (t, c, ch, cw, _) in enumerate(win.tolist())])
+            f = torch.from_numpy(win[:, 4] != 0).to(x.device).view(-1, 1, 1, 1)
             x = torch.where(f, x.flip(-1), x)
             yield x, torch.from_numpy(self.labels[idx])
 

@@ -31,7 +31,7 @@ def test_ffcv_profile_splits_an_image_into_its_stages(tmp_path):
     out = tmp_path / "loaders.json"
     cli.main(["loaders", "--quick", "--json", str(out), "--cache", str(tmp_path / "cache"), "--no-charts",
               "--set", "images=48", "--set", "val_images=48", "--set", "batch_size=16", "--set", "repeats=1",
-              "--set", "warmup=0", "--set", "cases=ffcv"])
+              "--set", "warmup=0", "--set", "cases=ffcv", "--set", "window_samples=3000"])
     doc = json.loads(out.read_text())
     report.validate(doc)
     parts = {r["case"]: r for r in doc["results"] if r["metric"] == "ms_per_image_one_thread"}
@@ -39,3 +39,8 @@ def test_ffcv_profile_splits_an_image_into_its_stages(tmp_path):
               "normalise (main thread, per image)")
     assert set(parts) == {f"ffcv profile: {name}" for name in stages}
     assert all(0 < r["median"] < 1000 and r["images"] == 48 for r in parts.values())
+    windows = {r["case"]: r for r in doc["results"] if r["metric"] == "windows_per_s"}
+    assert set(windows) == {"windows: draws.sample_windows", "windows: per-sample loop"}
+    assert all(r["window_samples"] == 3000 and r["median"] > 0 for r in windows.values())
+    (ratio,) = [r for r in doc["ratios"] if r["metric"] == "windows_per_s"]
+    assert ratio["b"] == "windows: per-sample loop" and ratio["median"] > 0

@@ -24,7 +24,8 @@ from tools.bench.harness import Bench
 from tools.bench.photos import build_tree
 
 FULL = {"images": 3000, "val_images": 100, "batch_size": 64, "workers": 2, "size": 224, "repeats": 5,
-        "warmup": 1, "cases": ["torchvision", "ffcv", "dali", "decode"], "jpeg_quality": 90, "profile": True}
+        "warmup": 1, "cases": ["torchvision", "ffcv", "dali", "decode"], "jpeg_quality": 90, "profile": True,
+        "window_samples": 160145}  # one rank's share of ImageNet-1k's training set on 8 ranks
 QUICK = {**FULL, "images": 768, "repeats": 3}
 
 
@@ -227,3 +228,36 @@ def profile_ffcv(bench: Bench, tree: Path, s: dict, rounds: int = 3) -> None:
                       images=len(files))
     finally:
         torch.set_num_threads(torch_threads)
+    profile_windows(bench, loader.recipe, s)
+
+
+def profile_windows(bench: Bench, recipe, s: dict) -> None:
+    """The host's crop windows + flips for one epoch of `window_samples` samples (ffcv fills its table with
+    them at each epoch start; DALI and the .npy shards per batch): all at once (`draws.sample_windows`)
+    against one `crops.sample_window` per sample, interleaved, after checking that both give the same
+    windows. Image sizes drawn as ImageNet's (200-600 x 200-800 px), seeds as the loaders make them."""
+    import numpy as np
+
+    from pipelines.base import mix_seed, mix_seeds
+    from pipelines.crops import sample_window
+    from pipelines.draws import sample_windows
+
+    n = s["window_samples"]
+    rng = np.random.default_rng(0)
+    hw = np.stack([rng.integers(200, 600, n), rng.integers(200, 800, n)], 1)
+    idx = rng.permutation(max(n, 1281167))[:n]
+    base = mix_seed(0, 0, 0x5A)
+
+    def numpy_draws():
+        return sample_windows(recipe, True, hw, mix_seeds(base, idx))
+
+    def loop():
+        seeds = [mix_seed(base, int(i)) for i in idx.tolist()]
+        return np.array([sample_window(recipe, True, h, w, seed) for (h, w), seed in zip(hw.tolist(), seeds)])
+
+    if not np.array_equal(numpy_draws(), loop()):
+        raise AssertionError("draws.sample_windows differs from crops.sample_window: a bug, please report it")
+    cases = {"windows: draws.sample_windows": lambda: numpy_draws() is not None and n,
+             "windows: per-sample loop": lambda: loop() is not None and n}
+    bench.compare(cases, metric="windows_per_s", unit="samples/s", warmup=0, repeats=s["repeats"],
+                  baseline="windows: per-sample loop", window_samples=n)
