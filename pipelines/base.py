@@ -22,13 +22,14 @@ def mix_seed(*values: int) -> int:
     """Deterministic 63-bit seed from integers (splitmix64 chain); same on every platform."""
     h = 0x9E3779B97F4A7C15
     for v in values:
-        h = _mix_step(h, v)
+        h = _mix_step(h, int(v))
     return h >> 1
 
 
-def _mix_step(h: int, v: int) -> int:
-    """One splitmix64 step of mix_seed's chain."""
-    h = (h ^ (int(v) & _M64)) & _M64
+def _mix_step(h, v):
+    """One splitmix64 step of mix_seed's chain, on Python ints or uint64 arrays (which wrap by themselves:
+    the masks change nothing there)."""
+    h = (h ^ (v & _M64)) & _M64
     h = (h + 0x9E3779B97F4A7C15) & _M64
     h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
@@ -37,14 +38,8 @@ def _mix_step(h: int, v: int) -> int:
 
 def mix_seeds(base: int, values: np.ndarray) -> np.ndarray:
     """`mix_seed(base, v)` for every v of an integer array (int64), without a Python loop."""
-    h = _mix_step(0x9E3779B97F4A7C15, base)
-    u64 = np.uint64
-    x = np.asarray(values).astype(np.uint64) ^ u64(h)
-    x += u64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> u64(30))) * u64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> u64(27))) * u64(0x94D049BB133111EB)
-    x ^= x >> u64(31)
-    return (x >> u64(1)).astype(np.int64)
+    h = _mix_step(_mix_step(0x9E3779B97F4A7C15, int(base)), np.asarray(values).astype(np.uint64))
+    return (h >> 1).astype(np.int64)
 
 
 def epoch_order(n: int, *, seed: int, epoch: int, rank: int, world: int, order: str, train: bool,
